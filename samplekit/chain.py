@@ -1,0 +1,229 @@
+"""Chain: ordered processors ending in exactly one selector.
+
+``Chain`` is a reusable description; ``Chain.start`` opens a ``ChainRun`` holding one
+generation's state (step counter, random generators, each processor's own state). The decoding
+loop calls ``run.crop`` before the forward pass and ``run.select`` after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samplekit.errors import ConfigError, GenerationError, ProcessorContractError
+from samplekit.processor import ContextProcessor, Processor, RowRandom, Selector, Stage, StepContext
+from samplekit.processors.selectors import EmptyRowError
+
+CHECKED_ENV = "SAMPLEKIT_CHECKED"
+
+
+class Chain:
+    """An ordered list of processors: context processors, logits processors, then one selector.
+
+    ``checked=True`` (or ``SAMPLEKIT_CHECKED=1``) verifies every processor's output at every step:
+    shape, dtype and device kept, no NaN, input not written. Unchecked, shapes are verified on the
+    first step only, so the check costs nothing measurable in the decoding loop.
+    """
+
+    def __init__(self, processors: Sequence[Processor], *, checked: bool | None = None,
+                 source: str = "chain"):
+        processors = list(processors)
+        _check_composition(processors, source)
+        self.processors = processors
+        self.context = [p for p in processors if p.stage is Stage.CONTEXT]
+        self.logits = [p for p in processors if p.stage is Stage.LOGITS]
+        self.selector: Selector = processors[-1]  # type: ignore[assignment]
+        self.checked = bool(os.environ.get(CHECKED_ENV)) if checked is None else checked
+        self.source = source
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: dict | list, *, source: str = "<config>", registry=None,
+                    checked: bool | None = None) -> "Chain":
+        """Build from a config dict (``{"chain": [...], ...}``) or a bare chain list."""
+        from samplekit.config import parse_config
+
+        return parse_config(config, source=source, registry=registry).build_chain(checked=checked)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, registry=None, checked: bool | None = None) -> "Chain":
+        from samplekit.config import load_config
+
+        return load_config(path, registry=registry).build_chain(checked=checked)
+
+    @classmethod
+    def from_names(cls, *specs: str | tuple[str, dict], registry=None) -> "Chain":
+        """``Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 50}), "multinomial")``."""
+        from samplekit.plugins import get_registry
+
+        registry = registry or get_registry()
+        made = []
+        for spec in specs:
+            name, values = (spec, {}) if isinstance(spec, str) else spec
+            made.append(registry.create(name, values))
+        return cls(made)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The fully resolved chain, every parameter filled in (``config show``)."""
+        return [{p.name: dict(p.settings)} for p in self.processors]
+
+    def __repr__(self) -> str:
+        return "Chain(" + " -> ".join(repr(p) for p in self.processors) + ")"
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.processors]
+
+    # -- running ---------------------------------------------------------------------------------
+    def start(self, batch_size: int, *, generator: torch.Generator | Sequence[torch.Generator] | None = None,
+              seeds: Sequence[int] | None = None, **context: Any) -> "ChainRun":
+        """Open one generation over ``batch_size`` rows.
+
+        Randomness comes from ``generator`` (one for the batch, or one per row) or ``seeds`` (one
+        per row). ``context`` fills the remaining StepContext fields (prompt_lengths,
+        attention_mask, context_length, eos_token_ids, tokenizer).
+        """
+        random = RowRandom.from_seeds(seeds) if seeds is not None else RowRandom(generator, batch_size)
+        ctx = StepContext(random=random, batch_size=batch_size, **context)
+        return ChainRun(self, ctx)
+
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+        """Processed logits ``[B, V]`` (every logits processor, no selection), with fresh state."""
+        return self.start(scores.shape[0]).process(input_ids, scores)
+
+    def select(self, input_ids: torch.Tensor, scores: torch.Tensor,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Next tokens ``[B]``: process ``scores`` and select, drawing only from ``generator``."""
+        return self.start(scores.shape[0], generator=generator).select(input_ids, scores)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Hugging Face's LogitsProcessor signature: processed scores."""
+        return self.apply(input_ids, scores)
+
+
+class ChainRun:
+    """One generation through a chain: its step counter, random source and processor states."""
+
+    def __init__(self, chain: Chain, ctx: StepContext):
+        self.chain = chain
+        self.ctx = ctx
+        self.states = [p.start(ctx.batch_size, ctx) for p in chain.processors]
+        self._logits = [(p, i) for i, p in enumerate(chain.processors) if p.stage is Stage.LOGITS]
+        self._context = [(p, i) for i, p in enumerate(chain.processors) if p.stage is Stage.CONTEXT]
+        self._selector_index = len(chain.processors) - 1
+        self._accepting = [(p, i) for i, p in enumerate(chain.processors)
+                           if type(p).accept is not Processor.accept]
+        self._verified = False
+
+    @property
+    def step(self) -> int:
+        return self.ctx.step
+
+    def window(self) -> int | None:
+        """The most positions the model may see (the smallest bound of the context processors)."""
+        bounds = [w for p, _ in self._context if (w := p.window(self.ctx)) is not None]
+        return min(bounds) if bounds else self.ctx.context_length
+
+    def crop(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The ids to feed the model: every context processor applied in order."""
+        ctx = self.ctx
+        for p, i in self._context:
+            ctx.state = self.states[i]
+            input_ids = p.crop(input_ids, ctx)
+        return input_ids
+
+    def process(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Every logits processor in order; ``scores [B, V]`` in, new ``[B, V]`` out."""
+        ctx = self.ctx
+        if self.chain.checked or not self._verified:
+            return self._process_checked(input_ids, scores)
+        for p, i in self._logits:
+            ctx.state = self.states[i]
+            scores = p.process(input_ids, scores, ctx)
+        return scores
+
+    def select(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """Process, select the next token of each row ``[B]``, tell stateful processors, step on."""
+        scores = self.process(input_ids, scores)
+        ctx = self.ctx
+        ctx.state = self.states[self._selector_index]
+        try:
+            tokens = self.chain.selector.select(input_ids, scores, ctx)
+        except EmptyRowError as exc:
+            order = " -> ".join(self.chain.names)
+            raise GenerationError(
+                f"step {ctx.step}: every logit of row(s) {exc.rows} is -inf after the chain "
+                f"({order}); nothing can be selected. Loosen the filters (banned tokens, top_k, "
+                "min_p, ...) so at least one token survives."
+            ) from None
+        for p, i in self._accepting:
+            ctx.state = self.states[i]
+            p.accept(tokens, ctx)
+        ctx.step += 1
+        return tokens
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Continue with only the rows at indices ``rows`` (finished rows leave the batch)."""
+        ctx = self.ctx
+        self.states = [p.keep_rows(s, rows) for p, s in zip(self.chain.processors, self.states)]
+        ctx.random.keep_rows(rows.tolist())
+        ctx.batch_size = len(rows)
+        for name in ("prompt_lengths", "attention_mask"):
+            value = getattr(ctx, name)
+            if value is not None:
+                setattr(ctx, name, value.index_select(0, rows.to(value.device)))
+
+    def _process_checked(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        ctx = self.ctx
+        full = self.chain.checked
+        for p, i in self._logits:
+            ctx.state = self.states[i]
+            before = scores.clone() if full else None
+            out = p.process(input_ids, scores, ctx)
+            _verify_output(p, scores, out, before, ctx.step)
+            scores = out
+        self._verified = True
+        return scores
+
+
+def _who(p: Processor) -> str:
+    provider = getattr(p, "provider", None)
+    return f"processor {p.name!r} ({provider.describe()})" if provider else f"processor {p.name!r}"
+
+
+def _verify_output(p: Processor, given: torch.Tensor, out: Any, before: torch.Tensor | None, step: int) -> None:
+    where = f"step {step}: {_who(p)}"
+    if not isinstance(out, torch.Tensor):
+        raise ProcessorContractError(f"{where} returned {type(out).__name__}, not a tensor")
+    for attr in ("shape", "dtype", "device"):
+        if getattr(out, attr) != getattr(given, attr):
+            raise ProcessorContractError(
+                f"{where} changed the scores' {attr} from {getattr(given, attr)} to {getattr(out, attr)}"
+            )
+    if before is None:
+        return
+    if torch.isnan(out).any() and not torch.isnan(before).any():
+        raise ProcessorContractError(f"{where} introduced NaN into the scores")
+    if not torch.equal(given.nan_to_num(), before.nan_to_num()):
+        raise ProcessorContractError(f"{where} wrote its input scores in place; return a new tensor instead")
+
+
+def _check_composition(processors: list[Processor], source: str) -> None:
+    if not processors:
+        raise ConfigError(f"{source}: the chain is empty; it needs at least a selector (greedy or multinomial)")
+    for i, p in enumerate(processors):
+        if not isinstance(p, Processor):
+            raise ConfigError(f"{source}: chain[{i}] is {p!r}, not a samplekit Processor")
+    selectors = [i for i, p in enumerate(processors) if isinstance(p, Selector)]
+    if not selectors:
+        raise ConfigError(
+            f"{source}: the chain has no selector; end it with exactly one of greedy, multinomial "
+            "(`samplekit processors` lists every selector)"
+        )
+    if len(selectors) > 1 or selectors[0] != len(processors) - 1:
+        names = ", ".join(f"chain[{i}].{processors[i].name}" for i in selectors)
+        raise ConfigError(f"{source}: a chain has exactly one selector and it is last; found {names}")

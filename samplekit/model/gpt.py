@@ -1,0 +1,231 @@
+"""A GPT-2-style decoder (the "LLMs from scratch" GPTModel) with an optional key/value cache.
+
+Shapes: B batch, T new positions, S cached + new positions, V vocabulary, H heads, D head width.
+
+The fast path is a small protocol any model can implement (see ``KVCache``):
+``model.new_cache(batch_size)`` returns a cache, and ``model(input_ids, cache=cache,
+position_ids=..., attention_mask=...)`` appends the new keys and values to it and returns
+logits for the new positions only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of GPTModel; the key names are those of the checkpoints' ``config``."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelConfig":
+        """Build from a checkpoint's config dict; unknown keys are ignored, missing ones defaulted."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class KVCache:
+    """Pre-allocated keys and values for every layer: ``[B, H, capacity, D]`` each.
+
+    ``length`` is the number of positions filled. ``select_rows`` keeps a subset of the batch
+    (finished rows leave the batch and cost nothing further).
+    """
+
+    def __init__(self, n_layers: int, batch: int, heads: int, capacity: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device):
+        shape = (batch, heads, capacity, head_dim)
+        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.capacity = capacity
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v ``[B, H, T, D]`` after the cached positions; return all keys and values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: {end} positions > capacity {self.capacity}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, steps: int) -> None:
+        self.length += steps
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only the batch rows in ``rows`` (a LongTensor of indices)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
+class MultiHeadAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        if cfg.emb_dim % cfg.n_heads:
+            raise ValueError(f"emb_dim {cfg.emb_dim} is not divisible by n_heads {cfg.n_heads}")
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.emb_dim // cfg.n_heads
+        self.W_query = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.W_key = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.W_value = nn.Linear(cfg.emb_dim, cfg.emb_dim, bias=cfg.qkv_bias)
+        self.out_proj = nn.Linear(cfg.emb_dim, cfg.emb_dim)
+        self.drop_rate = cfg.drop_rate
+        self._fused: torch.Tensor | None = None  # inference-only fused qkv weight, see fuse_qkv
+
+    def fuse_qkv(self) -> None:
+        """Concatenate the three projections into one matmul for inference (no effect on results)."""
+        w = torch.cat([self.W_query.weight, self.W_key.weight, self.W_value.weight])
+        b = None
+        if self.W_query.bias is not None:
+            b = torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
+        self._fused = (w.detach(), None if b is None else b.detach())
+
+    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
+        B, T, C = x.shape
+        if self._fused is not None and not self.training:
+            q, k, v = F.linear(x, *self._fused).split(C, dim=-1)
+        else:
+            q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+        q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(layer, k, v)  # (B, H, S, D)
+        dropout = self.drop_rate if self.training else 0.0
+        if mask is None:
+            # No padding and no cached prefix: plain causal; a single new position sees everything.
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=T > 1)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, C))
+
+
+class LayerNorm(nn.Module):
+    """Layer norm with ``scale``/``shift`` parameter names, as in the guide's checkpoints."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:], self.scale, self.shift, self.eps)
+
+
+class GELU(nn.Module):
+    def forward(self, x):
+        return F.gelu(x, approximate="tanh")
+
+
+class FeedForward(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim), GELU(), nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.att = MultiHeadAttention(cfg)
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
+        x = x + self.drop_shortcut(self.att(self.norm1(x), layer, cache, mask))
+        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+class GPTModel(nn.Module):
+    """Token ids ``[B, T]`` to next-token logits ``[B, T, V]``.
+
+    Parameter names follow the usage guide's GPTModel (tok_emb, pos_emb, trf_blocks, final_norm,
+    out_head), so its checkpoints load unchanged.
+    """
+
+    def __init__(self, cfg: ModelConfig | dict):
+        super().__init__()
+        cfg = ModelConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    @property
+    def context_length(self) -> int:
+        return self.config.context_length
+
+    def new_cache(self, batch_size: int) -> KVCache:
+        """An empty KV cache for ``batch_size`` rows, holding up to ``context_length`` positions."""
+        p = self.out_head.weight
+        cfg = self.config
+        return KVCache(cfg.n_layers, batch_size, cfg.n_heads, cfg.context_length,
+                       cfg.emb_dim // cfg.n_heads, p.dtype, p.device)
+
+    def prepare_for_inference(self) -> "GPTModel":
+        """eval mode plus fused qkv projections: same logits, fewer kernel launches per step."""
+        self.eval()
+        for block in self.trf_blocks:
+            block.att.fuse_qkv()
+        return self
+
+    def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
+                position_ids: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, T, V]`` for the T new positions.
+
+        position_ids ``[B, T]``: defaults to ``cache.length + arange(T)``.
+        attention_mask ``[B, S]`` bool over all keys (cached and new): False marks padding. With a
+        mask, attention is also causal over the new positions.
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        if position_ids is None:
+            if past + T > self.config.context_length:
+                raise ValueError(
+                    f"{past + T} positions exceed the model's context_length {self.config.context_length}; "
+                    "crop the input (the context_window processor does this)"
+                )
+            position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
+        x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(position_ids))  # (B, T, C)
+        mask = None
+        if attention_mask is not None or (T > 1 and past > 0):
+            S = past + T
+            if attention_mask is None:
+                attention_mask = torch.ones(B, S, dtype=torch.bool, device=input_ids.device)
+            causal = torch.ones(T, S, dtype=torch.bool, device=input_ids.device).tril(diagonal=past)
+            own = torch.zeros(T, S, dtype=torch.bool, device=input_ids.device)
+            own[:, past:] = torch.eye(T, dtype=torch.bool, device=input_ids.device)
+            # Each query also sees itself, so a padding position never has an all-masked row (NaN).
+            mask = (attention_mask[:, None, None, :S] & causal) | own  # (B, 1, T, S)
+        for layer, block in enumerate(self.trf_blocks):
+            x = block(x, layer, cache, mask)
+        if cache is not None:
+            cache.advance(T)
+        return self.out_head(self.final_norm(x))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,1 @@
+"""samplekit's built-in processors, one family per module; each module is a plugin."""
