@@ -1,0 +1,167 @@
+"""Run Hugging Face GPT-2 weights (GPT2LMHeadModel's state dict) on samplekit's GPTModel.
+
+A folder holds ``config.json`` and ``model.safetensors`` (preferred) or ``pytorch_model.bin``.
+HF's attention and MLP use Conv1D layers, whose weights are ``[in, out]``: the transpose of
+``nn.Linear``. ``c_attn`` packs query, key and value side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from samplekit.errors import CheckpointError
+from samplekit.model.checkpoint import build_model, safe_torch_load, strip_wrapper_prefixes
+from samplekit.model.gpt import GPTModel, LayerNorm, ModelConfig
+from samplekit.model.safetensors_io import read_safetensors
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all the tanh approximation
+_BUFFERS = (".attn.bias", ".attn.masked_bias")  # HF's causal-mask buffers, not weights
+
+
+def find_weights(folder: str | os.PathLike) -> Path | None:
+    """The weights file of a HF GPT-2 folder, or None when ``folder`` is not one."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return None
+    return next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
+
+
+def config_from_hf(raw: dict, source: str | Path) -> tuple[ModelConfig, float]:
+    """ModelConfig and layer-norm epsilon from a GPT-2 ``config.json`` dict."""
+    problems = []
+
+    def get(key: str, *alts: str) -> Any:
+        for k in (key, *alts):
+            if k in raw:
+                value = raw[k]
+                if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                    return value
+                problems.append(f"{k} must be a positive int, found {value!r}")
+                return 1
+        problems.append(f"{key} is missing")
+        return 1
+
+    emb, heads = get("n_embd"), get("n_head")
+    cfg = ModelConfig(vocab_size=get("vocab_size"), context_length=get("n_positions", "n_ctx"),
+                      emb_dim=emb, n_heads=heads, n_layers=get("n_layer"), drop_rate=0.0, qkv_bias=True)
+    eps = raw.get("layer_norm_epsilon", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
+        problems.append(f"layer_norm_epsilon must be a positive number, found {eps!r}")
+    if raw.get("model_type", "gpt2") != "gpt2":
+        problems.append(f"model_type is {raw['model_type']!r}; only 'gpt2' is supported")
+    if raw.get("activation_function", "gelu_new") not in TANH_GELUS:
+        problems.append(f"activation_function {raw['activation_function']!r} is not supported "
+                        f"(GPTModel uses the tanh GELU: {', '.join(TANH_GELUS)})")
+    if raw.get("n_inner") not in (None, 4 * emb):
+        problems.append(f"n_inner {raw['n_inner']!r} is not supported (GPTModel uses 4 * n_embd)")
+    if emb % heads:
+        problems.append(f"n_embd {emb} is not divisible by n_head {heads}")
+    for flag, default in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
+                          ("add_cross_attention", False)):
+        if bool(raw.get(flag, default)) != default:
+            problems.append(f"{flag}={raw[flag]!r} is not supported")
+    if problems:
+        raise CheckpointError(f"{source}: unsupported GPT-2 config:\n  " + "\n  ".join(problems))
+    return cfg, float(eps)
+
+
+def _expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    E, V = cfg.emb_dim, cfg.vocab_size
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (V, E), "wpe.weight": (cfg.context_length, E)}
+    for i in range(cfg.n_layers):
+        for name, shape in (("ln_1.weight", (E,)), ("ln_1.bias", (E,)),
+                            ("attn.c_attn.weight", (E, 3 * E)), ("attn.c_attn.bias", (3 * E,)),
+                            ("attn.c_proj.weight", (E, E)), ("attn.c_proj.bias", (E,)),
+                            ("ln_2.weight", (E,)), ("ln_2.bias", (E,)),
+                            ("mlp.c_fc.weight", (E, 4 * E)), ("mlp.c_fc.bias", (4 * E,)),
+                            ("mlp.c_proj.weight", (4 * E, E)), ("mlp.c_proj.bias", (E,))):
+            shapes[f"h.{i}.{name}"] = shape
+    shapes.update({"ln_f.weight": (E,), "ln_f.bias": (E,)})
+    return shapes
+
+
+def hf_to_gpt_state(hf_state: dict, cfg: ModelConfig, source: str | Path) -> dict[str, torch.Tensor]:
+    """Rename and transpose a GPT2LMHeadModel state dict into GPTModel's keys."""
+    state = {}
+    for key, value in strip_wrapper_prefixes(hf_state, source).items():
+        key = key.removeprefix("transformer.")
+        if not key.endswith(_BUFFERS):
+            state[key] = value
+    head = state.pop("lm_head.weight", None)
+    expected = _expected_hf_shapes(cfg)
+    lines = [f"missing key {k} (expected shape {list(s)})" for k, s in expected.items() if k not in state]
+    lines += [f"unexpected key {k}" for k in state if k not in expected]
+    for k, v in state.items():
+        if k in expected and (not isinstance(v, torch.Tensor) or tuple(v.shape) != expected[k]):
+            found = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            lines.append(f"shape mismatch for {k}: expected {list(expected[k])}, found {found}")
+    if isinstance(head, torch.Tensor) and tuple(head.shape) != expected["wte.weight"]:
+        lines.append(f"shape mismatch for lm_head.weight: expected {list(expected['wte.weight'])}, "
+                     f"found {list(head.shape)}")
+    if lines:
+        raise CheckpointError(f"{source}: the GPT-2 weights do not fit its config.json:\n  "
+                              + "\n  ".join(lines))
+
+    def t(key: str) -> torch.Tensor:  # Conv1D [in, out] -> Linear [out, in]
+        return state[key].t().contiguous()
+
+    E = cfg.emb_dim
+    out = {"tok_emb.weight": state["wte.weight"], "pos_emb.weight": state["wpe.weight"],
+           "final_norm.scale": state["ln_f.weight"], "final_norm.shift": state["ln_f.bias"],
+           "out_head.weight": state["wte.weight"] if head is None else head}  # tied unless saved
+    for i in range(cfg.n_layers):
+        h, b = f"h.{i}.", f"trf_blocks.{i}."
+        qkv_w, qkv_b = t(h + "attn.c_attn.weight"), state[h + "attn.c_attn.bias"]
+        for j, name in enumerate(("W_query", "W_key", "W_value")):
+            out[f"{b}att.{name}.weight"] = qkv_w[j * E:(j + 1) * E]
+            out[f"{b}att.{name}.bias"] = qkv_b[j * E:(j + 1) * E]
+        out.update({
+            b + "att.out_proj.weight": t(h + "attn.c_proj.weight"),
+            b + "att.out_proj.bias": state[h + "attn.c_proj.bias"],
+            b + "norm1.scale": state[h + "ln_1.weight"], b + "norm1.shift": state[h + "ln_1.bias"],
+            b + "norm2.scale": state[h + "ln_2.weight"], b + "norm2.shift": state[h + "ln_2.bias"],
+            b + "ff.layers.0.weight": t(h + "mlp.c_fc.weight"),
+            b + "ff.layers.0.bias": state[h + "mlp.c_fc.bias"],
+            b + "ff.layers.2.weight": t(h + "mlp.c_proj.weight"),
+            b + "ff.layers.2.bias": state[h + "mlp.c_proj.bias"],
+        })
+    return out
+
+
+def load_hf_gpt2_with_metadata(folder: str | os.PathLike) -> tuple[GPTModel, ModelConfig, dict]:
+    """Like ``load_hf_gpt2``, plus metadata: format, weights file and the raw config.json."""
+    folder = Path(folder)
+    weights = find_weights(folder)
+    if weights is None:
+        sharded = [p.name for p in folder.glob("*.index.json")]
+        why = (f"sharded weights ({', '.join(sharded)}) are not supported" if sharded else
+               f"it needs config.json and one of {', '.join(WEIGHT_FILES)}")
+        raise CheckpointError(f"{folder} is a folder but not a Hugging Face GPT-2 model: {why}")
+    try:
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{folder / 'config.json'}: cannot read it as JSON ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{folder / 'config.json'}: expected a JSON object")
+    cfg, eps = config_from_hf(raw, folder / "config.json")
+    hf_state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else safe_torch_load(weights)
+    if not isinstance(hf_state, dict):
+        raise CheckpointError(f"{weights}: expected a state dict, found {type(hf_state).__name__}")
+    model = build_model(cfg, hf_to_gpt_state(hf_state, cfg, weights), weights)
+    for module in model.modules():
+        if isinstance(module, LayerNorm):
+            module.eps = eps
+    meta = {"format": "huggingface-gpt2", "weights_file": weights.name, "huggingface_config": raw}
+    return model, cfg, meta
+
+
+def load_hf_gpt2(folder: str | os.PathLike) -> tuple[GPTModel, ModelConfig]:
+    """A GPTModel (float32, CPU, eval mode) holding the GPT-2 weights in ``folder``."""
+    model, cfg, _ = load_hf_gpt2_with_metadata(folder)
+    return model, cfg
