@@ -34,6 +34,17 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "samplekit.processors.temperature",
     "samplekit.processors.top_k",
     "samplekit.processors.selectors",
+    "samplekit.processors.top_p",
+    "samplekit.processors.min_p",
+    "samplekit.processors.typical_p",
+    "samplekit.processors.top_n_sigma",
+    "samplekit.processors.cutoffs",
+    "samplekit.processors.penalties",
+    "samplekit.processors.no_repeat_ngram",
+    "samplekit.processors.logit_bias",
+    "samplekit.processors.min_new_tokens",
+    "samplekit.processors.dynamic_temperature",
+    "samplekit.processors.gumbel",
 )
 
 

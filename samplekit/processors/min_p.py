@@ -1,0 +1,54 @@
+"""Min-p filtering."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from samplekit.hookspecs import hookimpl
+from samplekit.params import Param
+from samplekit.processor import Processor
+
+
+class MinP(Processor):
+    """Keep the tokens whose probability is at least p times the row's largest; the rest -> -inf.
+
+    Contract: computed in logit space, with no softmax: a token stays iff
+    ``logit >= max_logit + log(p)`` (the same condition as ``prob >= p * max_prob``), or it is
+    among the ``min_tokens_to_keep`` largest (ties at the last of them kept). The argmax always
+    stays; kept logits are unchanged; p = 0 is a no-op; p = 1 keeps only the ties at the maximum;
+    a row of all -inf stays all -inf.
+
+    Hugging Face's ``MinPLogitsWarper`` compares softmax probabilities, so the two may differ
+    only for a token within rounding error of the threshold; and Hugging Face keeps exactly
+    ``min_tokens_to_keep`` tokens where samplekit also keeps ties with the last of them.
+
+    >>> MinP(p=0.2)(None, torch.tensor([[0.0, -1.0, -2.0]]))
+    tensor([[ 0., -1., -inf]])
+    """
+
+    name = "min_p"
+    params = (
+        Param("p", "float", 0.05, "keep tokens with probability >= p * the largest probability",
+              low=0.0, high=1.0),
+        Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens", low=1),
+    )
+    keeps_argmax = True
+    is_filter = True
+    vocab_symmetric = True
+
+    def process(self, input_ids, scores, ctx):
+        if self.p == 0.0:
+            return scores
+        threshold = scores.amax(dim=-1, keepdim=True) + math.log(self.p)  # (B, 1)
+        k = min(self.min_tokens_to_keep, scores.shape[-1])
+        if k > 1:
+            kth = scores.topk(k, dim=-1).values[..., -1:]  # (B, 1)
+            threshold = torch.minimum(threshold, kth)
+        return scores.masked_fill(scores < threshold, float("-inf"))
+
+
+@hookimpl
+def register_processors(register):
+    register(MinP)
