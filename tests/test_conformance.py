@@ -1,0 +1,244 @@
+"""The conformance kit: every built-in passes it, and each kind of contract violation is caught."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+
+from samplekit import Param, Processor, Selector
+from samplekit.plugins import PluginHost
+from samplekit.testing import check_processor, logits, token_histories
+
+# check_processor arguments where a processor's defaults make it a no-op (or are not enough);
+# processors not listed here are checked with their defaults.
+EXAMPLES: dict[str, dict] = {
+    "top_k": {"params": {"k": 3}},
+    "top_p": {"params": {"p": 0.8}},
+    "min_p": {"params": {"p": 0.1}},
+    "typical_p": {"params": {"mass": 0.8}},
+    "temperature": {"params": {"value": 0.7}},
+    "repetition_penalty": {"params": {"penalty": 1.3}},
+    "frequency_penalty": {"params": {"penalty": 0.5}},
+    "presence_penalty": {"params": {"penalty": 0.5}},
+    "no_repeat_ngram": {"params": {"size": 2}},
+    # Token ids in the parameters must exist in the vocabulary (ids outside it are a ParameterError).
+    "logit_bias": {"params": {"bias": {1: 2.5, 3: -1.0}}, "vocab": (4, 48)},
+    "banned_tokens": {"params": {"tokens": [1, 2]}, "vocab": (3, 48)},
+    "min_new_tokens": {"params": {"n": 2, "eos_token_ids": [0]}},
+    "dynamic_temperature": {"params": {"range": 0.5}},
+}
+
+
+def _builtin_names() -> list[str]:
+    # A private host without entry points: the built-ins only, whatever else is installed.
+    return PluginHost(autoload=False).build_registry().names()
+
+
+@pytest.mark.parametrize("name", _builtin_names())
+def test_builtin_processor_passes_the_conformance_kit(name):
+    check_processor(name, examples=20, **EXAMPLES.get(name, {}))
+
+
+def test_processor_conformance_fixture_is_check_processor(processor_conformance):
+    assert processor_conformance is check_processor
+    processor_conformance("top_k", params={"k": 2}, examples=5)
+
+
+def test_check_processor_accepts_an_instance():
+    from samplekit.processors.top_k import TopK
+
+    check_processor(TopK(k=4), examples=5)
+
+
+# -- strategies ----------------------------------------------------------------------------------
+@settings(max_examples=50, deadline=None)
+@given(scores=logits(batch=(1, 4), vocab=(1, 16)))
+def test_logits_strategy_never_yields_an_all_neginf_row(scores):
+    assert scores.dtype == torch.float32 and scores.dim() == 2
+    assert not torch.isnan(scores).any()
+    assert (~torch.isneginf(scores)).any(dim=-1).all()
+
+
+@settings(max_examples=50, deadline=None)
+@given(ids=token_histories(batch=3, vocab=5, length=(0, 9)))
+def test_token_histories_are_long_ids_within_the_vocabulary(ids):
+    assert ids.dtype == torch.long and ids.shape[0] == 3 and ids.shape[1] <= 9
+    assert ((ids >= 0) & (ids < 5)).all()
+
+
+# -- deliberately broken processors --------------------------------------------------------------
+class WritesInput(Processor):
+    """Adds one to the scores in place."""
+
+    name = "writes_input"
+
+    def process(self, input_ids, scores, ctx):
+        scores.add_(1.0)
+        return scores.clone()
+
+
+class ChangesDtype(Processor):
+    """Returns float64 scores."""
+
+    name = "changes_dtype"
+
+    def process(self, input_ids, scores, ctx):
+        return scores.double()
+
+
+class IntroducesNaN(Processor):
+    """Multiplies by zero (-inf * 0 is NaN)."""
+
+    name = "introduces_nan"
+
+    def process(self, input_ids, scores, ctx):
+        return scores * 0.0
+
+
+class ClaimsKeepsArgmax(Processor):
+    """Negates the scores but claims to keep the argmax."""
+
+    name = "claims_keeps_argmax"
+    keeps_argmax = True
+
+    def process(self, input_ids, scores, ctx):
+        return torch.where(torch.isneginf(scores), scores, -scores)
+
+
+class ClaimsFilterButScales(Processor):
+    """Doubles the scores but claims to be a filter."""
+
+    name = "claims_filter"
+    is_filter = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores * 2.0
+
+
+class RowsNotIndependent(Processor):
+    """Subtracts the first row's maximum from every row."""
+
+    name = "rows_not_independent"
+
+    def process(self, input_ids, scores, ctx):
+        return scores - scores[:1].amax()
+
+
+class StateNotReset(Processor):
+    """Counts accepted tokens in a list shared by every generation."""
+
+    name = "state_not_reset"
+    stateful = True
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self._seen = []
+
+    def start(self, batch_size, ctx):
+        return self._seen  # never reset: the bug
+
+    def accept(self, tokens, ctx):
+        ctx.state.append(tokens)
+
+    def process(self, input_ids, scores, ctx):
+        return scores - float(len(ctx.state))
+
+
+class UndeclaredRange(Processor):
+    """Top-k whose k is declared without its lower bound."""
+
+    name = "undeclared_range"
+    params = (Param("k", "int", 2, "how many to keep"),)
+
+    def process(self, input_ids, scores, ctx):
+        kth = scores.topk(min(self.k, scores.shape[-1]), dim=-1).values[:, -1:]
+        return scores.masked_fill(scores < kth, float("-inf"))
+
+
+class ClampsInsteadOfRejecting(Processor):
+    """Silently clamps an out-of-range p instead of raising ParameterError."""
+
+    name = "clamps_param"
+    params = (Param("p", "float", 0.5, "a probability", low=0.0, high=1.0),)
+
+    def __init__(self, **values):
+        if isinstance(values.get("p"), float) and values["p"] == values["p"]:
+            values["p"] = min(max(values["p"], 0.0), 1.0)
+        super().__init__(**values)
+
+    def process(self, input_ids, scores, ctx):
+        return scores * 1.0
+
+
+class ClaimsVocabSymmetric(Processor):
+    """Adds a bias growing with the token id but claims vocabulary symmetry."""
+
+    name = "claims_symmetric"
+    vocab_symmetric = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores + torch.arange(scores.shape[-1], dtype=scores.dtype) * 0.5
+
+
+class UndeclaredRandom(Processor):
+    """Adds noise from ctx.random but declares random = False."""
+
+    name = "undeclared_random"
+
+    def process(self, input_ids, scores, ctx):
+        return scores + ctx.random.uniform(1, scores.device).to(scores.dtype)
+
+
+class UndeclaredHistory(Processor):
+    """Lowers the last token's logit but declares needs_history = False."""
+
+    name = "undeclared_history"
+
+    def process(self, input_ids, scores, ctx):
+        last = torch.nn.functional.one_hot(input_ids[:, -1], scores.shape[-1]).bool()
+        return scores.masked_fill(last, float("-inf"))
+
+
+class PicksMaskedToken(Selector):
+    """Always picks token 0, even where its logit is -inf."""
+
+    name = "picks_masked"
+
+    def select(self, input_ids, scores, ctx):
+        return torch.zeros(scores.shape[0], dtype=torch.long)
+
+
+class NoHelp(Processor):
+    """A parameter without help text."""
+
+    name = "no_help"
+    params = (Param("x", "float", 1.0, low=0.0),)
+
+    def process(self, input_ids, scores, ctx):
+        return scores
+
+
+BROKEN = [
+    (WritesInput, "input not written"),
+    (ChangesDtype, "dtype kept"),
+    (IntroducesNaN, "no NaN introduced"),
+    (ClaimsKeepsArgmax, "declares keeps_argmax"),
+    (ClaimsFilterButScales, "declares is_filter"),
+    (RowsNotIndependent, "rows independent"),
+    (StateNotReset, "state reset between runs"),
+    (UndeclaredRange, r"declared range|k=0 \(allowed by the declaration"),
+    (ClampsInsteadOfRejecting, "parameters validated: p=.*(below|above) the (lower|upper) bound.*was accepted"),
+    (ClaimsVocabSymmetric, "declares vocab_symmetric"),
+    (UndeclaredRandom, "declares random=False"),
+    (UndeclaredHistory, "declares needs_history=False"),
+    (PicksMaskedToken, "selector picks a finite logit"),
+    (NoHelp, "no help text"),
+]
+
+
+@pytest.mark.parametrize("cls, problem", BROKEN, ids=[c.name for c, _ in BROKEN])
+def test_conformance_kit_names_the_processor_and_the_broken_property(cls, problem):
+    with pytest.raises(AssertionError, match=problem) as caught:
+        check_processor(cls, examples=30, shrink=False)
+    assert f"processor {cls.name!r}" in str(caught.value)
