@@ -93,7 +93,18 @@ class PluginHost:
             self._load_entry_points()
         for plugin in plugins:
             self.add(plugin)
-        self.pm.check_pending()  # a misspelt hook implementation fails loudly
+        self._check_pending()
+
+    def _check_pending(self) -> None:
+        """A misspelt hook implementation fails loudly, naming its plugin and distribution."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = self.pm.get_name(exc.plugin)
+            info = self.infos.get(name)
+            who = info.provider.describe() if info else f"plugin {name!r}"
+            known = ", ".join(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "samplekit_spec"))
+            raise PluginError(f"{who}: {exc} (samplekit's hooks: {known})") from None
 
     def _register_builtin(self, module_name: str) -> None:
         if self.pm.is_blocked(module_name):
