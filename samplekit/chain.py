@@ -3,6 +3,31 @@
 ``Chain`` is a reusable description; ``Chain.start`` opens a ``ChainRun`` holding one
 generation's state (step counter, random generators, each processor's own state). The decoding
 loop calls ``run.crop`` before the forward pass and ``run.select`` after it.
+
+The candidate fast path. Most of a sampler's cost is full-vocabulary work, yet after a top-k
+only k logits are finite, and sampling among them is exact. So when a chain holds a top-k
+(a processor with ``keeps_top(vocab_size) -> k | None``), ``ChainRun.select`` runs:
+
+1. ``topk(k + 1)`` of the raw scores: the only full-vocabulary operation;
+2. the processors before the top-k, on those k + 1 values: each must declare
+   ``commutes_with_top_k`` (a non-decreasing map of each logit that reads nothing but the
+   logit and its row's maximum, e.g. temperature), so the top k + 1 are the same tokens either way;
+3. a tie check: if a row's k-th and (k+1)-th values are equal (and finite), the dense top-k
+   would keep the tie: this step runs the dense path instead (exact, rare);
+4. the k candidates, sorted by token id, through the processors after the top-k: each must
+   have ``process_candidates(input_ids, values, indices, ctx)`` or declare ``candidate_safe``
+   (its ``process`` on the candidate logits ``[B, k]`` equals the dense result restricted to
+   them: it reads only the finite logits' values, not token ids, the vocabulary size or the
+   -inf entries);
+5. the selector's ``select_candidates(input_ids, values, indices, ctx)``.
+
+Candidates in token-id order make multinomial's inverse CDF add the same non-zero terms in the
+same order as the dense path, so a seed draws the same token. (Up to rounding: a logit's exp may
+come from the vectorised or the scalar kernel depending on its position, and normalising
+processors such as top-p sum fewer zeros; the last-bit differences change a draw only when the
+uniform falls within them of a CDF step, about once in 10^7 draws.) A chain
+that does not qualify, ``checked`` chains, the first step (whose outputs are verified densely)
+and ``Chain(..., candidates=False)`` use the dense path; ``ChainRun.process`` is always dense.
 """
 
 from __future__ import annotations
@@ -30,7 +55,7 @@ class Chain:
     """
 
     def __init__(self, processors: Sequence[Processor], *, checked: bool | None = None,
-                 source: str = "chain"):
+                 source: str = "chain", candidates: bool = True):
         processors = list(processors)
         _check_composition(processors, source)
         self.processors = processors
@@ -39,6 +64,7 @@ class Chain:
         self.selector: Selector = processors[-1]  # type: ignore[assignment]
         self.checked = bool(os.environ.get(CHECKED_ENV)) if checked is None else checked
         self.source = source
+        self.candidates = candidates  # False: always the dense path (see the module docstring)
 
     # -- construction ----------------------------------------------------------------------------
     @classmethod
@@ -118,6 +144,8 @@ class ChainRun:
         self._accepting = [(p, i) for i, p in enumerate(chain.processors)
                            if type(p).accept is not Processor.accept]
         self._verified = False
+        self._plan = None if chain.checked or not chain.candidates else _candidate_plan(
+            self._logits, self._selector_index, chain.selector)
 
     @property
     def step(self) -> int:
@@ -148,11 +176,15 @@ class ChainRun:
 
     def select(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Process, select the next token of each row ``[B]``, tell stateful processors, step on."""
-        scores = self.process(input_ids, scores)
         ctx = self.ctx
-        ctx.state = self.states[self._selector_index]
         try:
-            tokens = self.chain.selector.select(input_ids, scores, ctx)
+            tokens = None
+            if self._plan is not None and self._verified:
+                tokens = self._select_candidates(input_ids, scores)
+            if tokens is None:
+                scores = self.process(input_ids, scores)
+                ctx.state = self.states[self._selector_index]
+                tokens = self.chain.selector.select(input_ids, scores, ctx)
         except EmptyRowError as exc:
             order = " -> ".join(self.chain.names)
             raise GenerationError(
@@ -165,6 +197,29 @@ class ChainRun:
             p.accept(tokens, ctx)
         ctx.step += 1
         return tokens
+
+    def _select_candidates(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
+        """The candidate fast path (module docstring); None when this step must run densely."""
+        prefix, (producer, _), suffix = self._plan
+        k = producer.keeps_top(scores.shape[-1])
+        if k is None or k + 1 > scores.shape[-1]:
+            return None
+        ctx, states = self.ctx, self.states
+        values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first
+        for p, i in prefix:
+            ctx.state = states[i]
+            values = p.process(input_ids, values, ctx)
+        for kth, nxt in values[:, k - 1:k + 1].tolist():
+            if kth == nxt and kth != _NEG_INF:
+                return None  # a tie across the k-th place: the dense top-k keeps it
+        indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
+        values = values.gather(-1, order)
+        for p, i in suffix:
+            ctx.state = states[i]
+            special = getattr(p, "process_candidates", None)
+            values = special(input_ids, values, indices, ctx) if special else p.process(input_ids, values, ctx)
+        ctx.state = states[self._selector_index]
+        return self.chain.selector.select_candidates(input_ids, values, indices, ctx)
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Continue with only the rows at indices ``rows`` (finished rows leave the batch)."""
@@ -188,6 +243,42 @@ class ChainRun:
             scores = out
         self._verified = True
         return scores
+
+
+_NEG_INF = float("-inf")
+
+
+def _owner(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def _trait(p: Processor, name: str, work: str = "process") -> Any:
+    """``p``'s fast-path trait ``name``, trusted only when declared by the class that defines its
+    ``work`` method: a subclass overriding ``process`` must declare the trait again."""
+    cls = type(p)
+    owner = _owner(cls, name)
+    return getattr(cls, name) if owner is not None and owner is _owner(cls, work) else None
+
+
+def _is_candidate_safe(p: Processor) -> bool:
+    if _trait(p, "process_candidates") is not None:
+        return True
+    return bool(_trait(p, "candidate_safe"))
+
+
+def _candidate_plan(logits: list[tuple[Processor, int]], selector_index: int, selector: Selector):
+    """(prefix, producer, suffix) when the chain can run on top-k candidates, else None."""
+    if _trait(selector, "select_candidates", "select") is None:
+        return None
+    at = next((n for n, (p, _) in enumerate(logits) if _trait(p, "keeps_top") is not None), None)
+    if at is None:
+        return None
+    prefix, producer, suffix = logits[:at], logits[at], logits[at + 1:]
+    if not all(_trait(p, "commutes_with_top_k") for p, _ in prefix):
+        return None
+    if not all(_is_candidate_safe(p) for p, _ in suffix):
+        return None
+    return prefix, producer, suffix
 
 
 def _who(p: Processor) -> str:

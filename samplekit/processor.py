@@ -119,6 +119,12 @@ class Processor:
     needs_history: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     random: ClassVar[bool] = False
+    # Optional promises for the chain's candidate fast path (see samplekit.chain), trusted only
+    # when declared by the class that defines ``process``: ``candidate_safe`` (``process`` on the
+    # top-k candidates' logits ``[B, k]`` equals the dense result restricted to them) and
+    # ``commutes_with_top_k`` (a non-decreasing map of each logit, e.g. temperature).
+    candidate_safe: ClassVar[bool] = False
+    commutes_with_top_k: ClassVar[bool] = False
 
     def __init__(self, *, _where: str | None = None, **values: Any):
         self.settings = validate_params(self.params, values, _where or self.name)

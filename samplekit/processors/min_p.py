@@ -37,6 +37,7 @@ class MinP(Processor):
     keeps_argmax = True
     is_filter = True
     vocab_symmetric = True
+    candidate_safe = True  # reads only the finite logits' values: runs on top-k candidates
 
     def process(self, input_ids, scores, ctx):
         if self.p == 0.0:

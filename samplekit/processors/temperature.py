@@ -24,6 +24,10 @@ class Temperature(Processor):
     params = (Param("value", "float", 1.0, "the temperature T; 0 means greedy", low=0.0),)
     keeps_argmax = True
     vocab_symmetric = True
+    # The chain's candidate fast path (samplekit.chain): a non-decreasing map of each logit that
+    # reads only the logit and its row's maximum, so it commutes with top-k and runs on candidates.
+    commutes_with_top_k = True
+    candidate_safe = True
 
     def process(self, input_ids, scores, ctx):
         if self.value == 1.0:

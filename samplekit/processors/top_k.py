@@ -19,6 +19,12 @@ class TopK(Processor):
     keeps_argmax = True
     is_filter = True
     vocab_symmetric = True
+    candidate_safe = True  # on candidates: top-k of the finite logits, as on the dense row
+
+    def keeps_top(self, vocab_size: int) -> int | None:
+        """How many of the largest logits survive (ties aside), or None when all do: what the
+        chain's candidate fast path samples among (samplekit.chain)."""
+        return self.k if self.k < vocab_size else None
 
     def process(self, input_ids, scores, ctx):
         if self.k >= scores.shape[-1]:

@@ -38,6 +38,7 @@ class TopP(Processor):
     keeps_argmax = True
     is_filter = True
     vocab_symmetric = True
+    candidate_safe = True  # reads only the finite logits' values: runs on top-k candidates
 
     def process(self, input_ids, scores, ctx):
         if self.p == 1.0:

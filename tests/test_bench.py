@@ -1,0 +1,106 @@
+"""samplekit bench: the report's shape, the reference loops, the HF weight mapping. No timing
+assertions: a benchmark is measured, never tested for speed."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+
+from samplekit.bench import (PeakMemory, bare_cached_loop, naive_loop, print_report, run_bench)
+from samplekit.engine import generate
+from samplekit.model.gpt import GPTModel, ModelConfig
+
+
+def tiny(qkv_bias: bool = True) -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(ModelConfig(vocab_size=64, context_length=32, emb_dim=32, n_heads=4, n_layers=1,
+                                drop_rate=0.0, qkv_bias=qkv_bias)).eval()
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_report_has_every_variant_and_ratio_per_batch_size():
+    report = run_bench(tiny(), batch_sizes=(1, 3), prompt_tokens=4, new_tokens=5, compare=("naive",), repeats=2)
+    assert [row["batch_size"] for row in report["batches"]] == [1, 3]
+    for row in report["batches"]:
+        for key in ("samplekit", "bare", "chain", "naive"):
+            assert row[key]["seconds"] > 0 and len(row[key]["all_seconds"]) == 2
+            assert row[key]["tokens_per_s"] == pytest.approx(row["batch_size"] * 5 / row[key]["seconds"])
+        assert set(row["ratios"]) == {"overhead_vs_bare", "overhead_vs_bare_best", "chain_share",
+                                      "speedup_vs_naive"}
+    json.dumps(report)  # the --json output
+    out = io.StringIO()
+    from rich.console import Console
+
+    print_report(report, Console(file=out, width=120))
+    assert "bare cached forward loop" in out.getvalue() and "speed-up over the guide's plain loop" in out.getvalue()
+
+
+def test_bad_arguments_are_refused_with_a_message():
+    with pytest.raises(ValueError, match="unknown comparison"):
+        run_bench(tiny(), compare=("vllm",), new_tokens=2, prompt_tokens=2)
+    with pytest.raises(ValueError, match="context_length"):
+        run_bench(tiny(), new_tokens=40, prompt_tokens=2)
+
+
+def test_the_bare_loop_is_the_engines_greedy_decoding():
+    model = tiny()
+    prompts = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(1))
+    bare = bare_cached_loop(model, prompts, 6)
+    results = generate(model, prompts, chain="greedy", max_new_tokens=6)
+    assert bare.tolist() == [r.tokens for r in results]
+
+
+def test_the_naive_loop_crops_to_the_context_and_appends_every_token():
+    model = tiny()
+    out = naive_loop(model, torch.tensor([[1, 2, 3]]), 40, 32, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (1, 43) and out[0, :3].tolist() == [1, 2, 3]
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device("cpu")) as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        del block
+    assert peak.mib is not None and peak.mib > 30
+
+
+@pytest.mark.parametrize("qkv_bias", [True, False])
+def test_the_hf_model_holds_the_same_weights(qkv_bias):
+    pytest.importorskip("transformers")
+    from samplekit.bench import to_hf_gpt2
+
+    model = tiny(qkv_bias)
+    hf = to_hf_gpt2(model)
+    ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-4, rtol=1e-4)
+
+
+def test_the_cli_prints_json_for_a_shape():
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "-b", "1", "-n", "2", "--prompt-tokens", "2",
+                                      "--repeats", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["model"].startswith("tiny") and report["config"]["vocab_size"] == 4096
+
+
+def test_the_cli_refuses_an_unknown_shape():
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "huge"])
+    assert result.exit_code == 2 and "gpt2-small" in result.output
