@@ -1,0 +1,49 @@
+"""The README stays in step with the code: hooks, processors, presets and the two commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from samplekit import hookspecs
+from samplekit.config import preset_names
+from samplekit.plugins import PluginHost
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+
+
+def test_every_hook_specification_is_documented_in_the_readme():
+    hooks = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "samplekit_spec")]
+    assert hooks, "no hook specifications found"
+    for name in hooks:
+        assert f"`{name}(" in README, f"hook {name} is not documented in README.md"
+
+
+@pytest.mark.parametrize("entry", list(PluginHost(autoload=True).build_registry()), ids=lambda e: e.name)
+def test_every_registered_processor_is_in_the_readme_reference(entry):
+    assert f"`{entry.name}`" in README, f"processor {entry.name} is missing from README.md's table"
+
+
+def test_every_preset_is_in_the_readme_table():
+    names = preset_names()
+    assert {"greedy", "balanced", "creative", "code", "factual"} <= set(names)
+    for name in names:
+        assert f"| `{name}` |" in README, f"preset {name} is missing from README.md"
+
+
+def test_readme_opens_with_the_setup_and_test_commands_that_ci_runs():
+    setup, test = (block.strip() for block in code_blocks()[:2])
+    assert "-c .ci/constraints.txt" in setup and setup.endswith('samplekit generate "ROMEO:"')
+    assert (REPO / ".ci" / "constraints.txt").read_text().count("torch==2.13.0") == 1
+    ci = (REPO / ".ci" / "run").read_text()
+    assert test in ci, "CI must run the README's test command"
+    for plugin in re.findall(r"-e (plugins/\S+)", setup):
+        assert (REPO / plugin / "pyproject.toml").is_file()
+        assert f"-e {plugin}" in ci
