@@ -174,3 +174,8 @@ def validate_params(params: tuple[Param, ...], values: dict[str, Any], where: st
         else:
             out[p.name] = p.default
     return out
+
+
+# The truncation filters' shared parameter (top_p, min_p, epsilon/eta cutoffs), declared once.
+MIN_TOKENS_TO_KEEP = Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens",
+                           low=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from samplekit.hookspecs import hookimpl
-from samplekit.params import Param
+from samplekit.params import MIN_TOKENS_TO_KEEP, Param
 from samplekit.processor import Processor
 
 
@@ -35,7 +35,7 @@ class EpsilonCutoff(Processor):
     params = (
         Param("epsilon", "float", 3e-4, "remove tokens with probability below this",
               low=0.0, high=1.0, low_open=True, high_open=True),
-        Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens", low=1),
+        MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
     is_filter = True
@@ -60,7 +60,7 @@ class EtaCutoff(Processor):
     params = (
         Param("epsilon", "float", 3e-4, "the eta parameter: the largest threshold",
               low=0.0, high=1.0, low_open=True, high_open=True),
-        Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens", low=1),
+        MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
     is_filter = True

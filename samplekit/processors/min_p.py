@@ -7,7 +7,7 @@ import math
 import torch
 
 from samplekit.hookspecs import hookimpl
-from samplekit.params import Param
+from samplekit.params import MIN_TOKENS_TO_KEEP, Param
 from samplekit.processor import Processor
 
 
@@ -32,7 +32,7 @@ class MinP(Processor):
     params = (
         Param("p", "float", 0.05, "keep tokens with probability >= p * the largest probability",
               low=0.0, high=1.0),
-        Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens", low=1),
+        MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
     is_filter = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from samplekit.hookspecs import hookimpl
-from samplekit.params import Param
+from samplekit.params import MIN_TOKENS_TO_KEEP, Param
 from samplekit.processor import Processor
 
 
@@ -33,7 +33,7 @@ class TopP(Processor):
     params = (
         Param("p", "float", 0.9, "cumulative probability to keep; 1 keeps everything",
               low=0.0, high=1.0, low_open=True),
-        Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most probable tokens", low=1),
+        MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
     is_filter = True
