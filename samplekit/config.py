@@ -110,11 +110,18 @@ class ChainConfig:
         self._registry().create(new.name, new.values, where=new.where)  # validates
         self.specs[index] = new
 
-    def set_or_insert(self, name: str, param: str, value: Any, after: tuple[str, ...] = ()) -> None:
-        """Set ``name.param``; if the chain lacks ``name``, insert it after the last of ``after``
-        present (else before the first logits processor)."""
+    def set_or_insert(self, name: str, param: str, value: Any, after: tuple[str, ...] = (),
+                      origin: str | None = None) -> None:
+        """Set ``name.param`` (a command-line flag, named by ``origin`` in errors); if the chain
+        lacks ``name``, insert it after the last of ``after`` present (else before the first
+        logits processor)."""
+        origin = origin or f"--{name.replace('_', '-')}"
+        declared = {p.name: p for p in self._registry().get(name).cls.params}
+        if param not in declared:
+            raise ConfigError(f"{origin}: processor {name!r} has no parameter {param!r}")
+        value = declared[param].validate(value, origin)
         if self.index_of(name) is not None:
-            self.set_value(f"{name}.{param}", value, origin=f"--{name.replace('_', '-')}")
+            self.set_value(f"{name}.{param}", value, origin=origin)
             return
         position = 0
         for other in after:
@@ -125,7 +132,7 @@ class ChainConfig:
             registry = self._registry()
             while position < len(self.specs) and registry.get(self.specs[position].name).cls.stage.value == "context":
                 position += 1
-        spec = ProcessorSpec(name, {param: value}, f"--{name.replace('_', '-')}")
+        spec = ProcessorSpec(name, {param: value}, origin)
         self._registry().create(spec.name, spec.values, where=spec.where)
         self.specs.insert(position, spec)
 

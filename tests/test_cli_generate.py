@@ -187,7 +187,7 @@ def test_lint_warnings_of_the_chosen_config_go_to_stderr_only(tiny, tmp_path):
 # -- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, expected", [
     (["--temperature", "-1"], ["temperature", "-1.0", "[0, inf)"]),
-    (["--top-k", "0"], ["top_k.k", "0", "[1, inf)"]),
+    (["--top-k", "0"], ["--top-k-tokens", "0", "[1, inf)"]),
     (["--device", "tpu"], ["'tpu'", "cpu, cuda, mps"]),
     (["--set", "top_k"], ["--set", "PROCESSOR.PARAM=VALUE"]),
     (["--set", "top_k.k=0"], ["top_k.k", "out of range"]),

@@ -174,6 +174,6 @@ def test_set_or_insert_puts_a_new_processor_after_the_context_stage_and_after_na
 
 def test_set_or_insert_validates_the_inserted_value():
     cfg = load_config("greedy")
-    with pytest.raises(ParameterError, match=r"temperature\.value: -1\.0 is out of range"):
+    with pytest.raises(ParameterError, match=r"^--temperature: -1\.0 is out of range"):
         cfg.set_or_insert("temperature", "value", -1.0)
     assert [s.name for s in cfg.specs] == ["greedy"]

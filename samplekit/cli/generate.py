@@ -102,9 +102,9 @@ def build_config(config: str | None, *, temperature: float | None = None, top_k:
 
     cfg = load_config(config) if config else default_config()
     if temperature is not None:
-        cfg.set_or_insert("temperature", "value", temperature)
+        cfg.set_or_insert("temperature", "value", temperature, origin="--temperature")
     if top_k is not None:
-        cfg.set_or_insert("top_k", "k", top_k, after=("temperature",))
+        cfg.set_or_insert("top_k", "k", top_k, after=("temperature",), origin="--top-k-tokens")
     if length is not None:
         cfg.set_value("max_new_tokens", length, origin="--length")
     if seed is not None:
