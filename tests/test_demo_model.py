@@ -12,6 +12,7 @@ from samplekit.demo import DATA_DIR, DEMO_CHECKPOINT, DEMO_TOKENIZER, DEMO_VOCAB
 from samplekit.demo import bpe
 from samplekit.demo import evaluate as ev
 from samplekit.model.gpt import GPTModel
+from samplekit.model.tokenizer import read_rank_file
 
 SHAKESPEAREAN = """ROMEO.
 But, soft! what light through yonder window breaks?
@@ -115,7 +116,7 @@ def test_tokenizer_file_is_a_standard_tiktoken_rank_file_with_bytes_first():
     import tiktoken.load
 
     ranks = tiktoken.load.load_tiktoken_bpe(str(DEMO_TOKENIZER))
-    assert ranks == bpe.read_tiktoken(DEMO_TOKENIZER)
+    assert ranks == read_rank_file(DEMO_TOKENIZER)
     assert sorted(ranks.values()) == list(range(4095))
     assert all(ranks[bytes([b])] == b for b in range(256))
 

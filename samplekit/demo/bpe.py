@@ -1,4 +1,4 @@
-"""Byte-level BPE training and a tiny tiktoken loader for the demo tokenizer.
+"""Byte-level BPE training for the demo tokenizer (saved and loaded by samplekit.model.tokenizer).
 
 The trainer is the standard algorithm (as in GPT-2/tiktoken): pre-tokenise with GPT-2's regex,
 start from the 256 single bytes (ranks 0..255 in byte order), and repeatedly merge the most
@@ -10,13 +10,14 @@ reproduces the trainer's segmentation. The rank file is tiktoken's standard form
 
 from __future__ import annotations
 
-import base64
 import heapq
 from collections import Counter
 from pathlib import Path
 
-import regex
+import regex  # tiktoken's own dependency: GPT-2's pattern needs \p{L} classes
 
+# GPT-2's pre-tokenisation pattern as published (tiktoken's built-in gpt2 uses an equivalent,
+# faster spelling); the demo checkpoint stores this one.
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
 NAME = "shakespeare-bpe-4096"
@@ -96,37 +97,8 @@ def train_bpe(texts: list[str], vocab_size: int, n_special: int = 1) -> tuple[di
     return ranks, {w: seqs[i] for i, w in enumerate(words)}
 
 
-def write_tiktoken(ranks: dict[bytes, int], path: Path) -> None:
-    lines = [f"{base64.b64encode(tok).decode('ascii')} {r}\n"
-             for tok, r in sorted(ranks.items(), key=lambda kv: kv[1])]
-    Path(path).write_text("".join(lines), encoding="ascii")
-
-
-def read_tiktoken(path: Path) -> dict[bytes, int]:
-    """Parse a rank file (same result as ``tiktoken.load.load_tiktoken_bpe``, without its
-    path-keyed download cache)."""
-    ranks = {}
-    for line in Path(path).read_bytes().splitlines():
-        if line:
-            tok, rank = line.split()
-            ranks[base64.b64decode(tok)] = int(rank)
-    return ranks
-
-
 def tokenizer_info(vocab_size: int = 4096, file: str = "shakespeare.tiktoken") -> dict:
     """The checkpoint's ``tokenizer`` entry."""
     eot = vocab_size - 1
     return {"name": NAME, "file": file, "pat_str": GPT2_PAT_STR,
             "special_tokens": {EOT: eot}, "eot_token": eot}
-
-
-def load_encoding(info: dict, folder: Path):
-    """A tiktoken Encoding from a checkpoint's ``tokenizer`` dict (file relative to ``folder``).
-
-    Deliberately tiny: the shared loader in samplekit.model.tokenizer replaces it.
-    """
-    import tiktoken
-
-    return tiktoken.Encoding(name=info["name"], pat_str=info["pat_str"],
-                             mergeable_ranks=read_tiktoken(Path(folder) / info["file"]),
-                             special_tokens=dict(info["special_tokens"]))

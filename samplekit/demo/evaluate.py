@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from samplekit.demo import DATA_DIR, DEMO_CHECKPOINT, DEMO_VOCABULARY
 from samplekit.demo import bpe
 from samplekit.model.gpt import GPTModel
+from samplekit.model.tokenizer import load_tokenizer
 
 PROMPTS = ("ROMEO:", "JULIET:", "KING HENRY:", "HAMLET:", "LADY MACBETH:", "FALSTAFF:",
            "First Citizen:", "PORTIA:")
@@ -47,7 +48,7 @@ def load_demo(checkpoint: Path = DEMO_CHECKPOINT):
     model = GPTModel(ckpt["config"])
     model.load_state_dict(ckpt["model_state_dict"])
     model.eval()
-    enc = bpe.load_encoding(ckpt["tokenizer"], Path(checkpoint).parent)
+    enc = load_tokenizer(ckpt["tokenizer"], base_dir=Path(checkpoint).parent)
     return model, enc, ckpt
 
 

@@ -27,6 +27,7 @@ from samplekit.demo import DATA_DIR
 from samplekit.demo import bpe
 from samplekit.demo.corpus import EOT, PACKAGE, VERSION, Corpus, load_corpus
 from samplekit.model.gpt import GPTModel, ModelConfig
+from samplekit.model.tokenizer import load_tokenizer, write_rank_file
 
 WORD_RE = re.compile(r"[A-Za-z]+")
 
@@ -131,9 +132,9 @@ def main(argv=None) -> Path:
     vocab_size = 4096
     ranks, segmentation = bpe.train_bpe([corpus.works[n] for n in corpus.train_names], vocab_size)
     tok_path = out_dir / "shakespeare.tiktoken"
-    bpe.write_tiktoken(ranks, tok_path)
+    write_rank_file(tok_path, ranks)
     tok_info = bpe.tokenizer_info(vocab_size, tok_path.name)
-    enc = bpe.load_encoding(tok_info, out_dir)
+    enc = load_tokenizer(tok_info, base_dir=out_dir)
     assert enc.eot_token == vocab_size - 1 and enc.n_vocab == vocab_size
     full = corpus.text()
     assert enc.decode(enc.encode(full, allowed_special={EOT})) == full, "BPE round trip failed"
