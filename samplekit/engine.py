@@ -277,6 +277,10 @@ class _Decoding:
     def _check_stops(self, step: int, tokens: list[int]):
         last_step = step + 1 == self.max_new_tokens
         out_of_time = not last_step and self.deadline.passed()
+        if self.streams is None and not (last_step or out_of_time) and self.stop_ids.isdisjoint(tokens):
+            for row, token in zip(self.rows, tokens):  # the common step: no row ends, no text
+                self.new_tokens[row].append(token)
+            return step, list(self.rows), tokens, [""] * len(tokens), [None] * len(tokens)
         texts, finished, done = [], [], []
         for i, (row, token) in enumerate(zip(self.rows, tokens)):
             text, reason = "", None

@@ -61,8 +61,10 @@ class RowRandom:
         elif len(self.rows) == 1:
             out = torch.rand(1, n, generator=self.rows[0])
         else:
-            out = torch.stack([torch.rand(n, generator=g) for g in self.rows])
-        return out.to(device, non_blocking=True)
+            out = torch.empty(len(self.rows), n)
+            for row, g in zip(out, self.rows):  # each row from its own generator, no stacking
+                row.uniform_(generator=g)
+        return out if out.device == torch.device(device) else out.to(device, non_blocking=True)
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Drop the rows that left the batch (rows: indices to keep, in order)."""

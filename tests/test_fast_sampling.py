@@ -1,0 +1,129 @@
+"""The chain's candidate fast path (sampling among the top-k survivors) against the dense path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from samplekit.chain import Chain
+from samplekit.errors import GenerationError
+from samplekit.processor import RowRandom
+from samplekit.processors.selectors import EmptyRowError, Multinomial, check_rows_not_empty
+
+
+def _chain(specs, candidates: bool = True) -> Chain:
+    from samplekit.plugins import get_registry
+
+    registry = get_registry()
+    return Chain([registry.create(name, dict(values)) for name, values in specs], candidates=candidates)
+
+
+@pytest.fixture
+def candidate_steps(monkeypatch):
+    """Counts the steps whose multinomial draw ran on the candidates."""
+    seen = []
+    original = Multinomial.select_candidates
+
+    def counted(self, input_ids, values, indices, ctx):
+        seen.append(values.shape)
+        return original(self, input_ids, values, indices, ctx)
+
+    monkeypatch.setattr(Multinomial, "select_candidates", counted)
+    return seen
+
+
+def _compare(specs, rows: int, vocab: int, steps: int, seed: int, ties: bool = False, scale: float = 3.0):
+    fast, dense = _chain(specs, True).start(rows, seeds=range(seed, seed + rows)), \
+        _chain(specs, False).start(rows, seeds=range(seed, seed + rows))
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.zeros(rows, 1, dtype=torch.long)
+    for _ in range(steps):
+        scores = torch.randn(rows, vocab, generator=generator) * scale
+        if ties:  # many equal logits, ties across the k-th place included
+            scores = scores.round()
+        a, b = fast.select(ids, scores), dense.select(ids, scores)
+        assert a.dtype == torch.long and a.shape == (rows,)
+        assert torch.equal(a, b), (specs, a, b)
+
+
+@pytest.mark.parametrize("selector", ["multinomial", "greedy"])
+@pytest.mark.parametrize("before", [[], [("temperature", {"value": 0.8})], [("temperature", {"value": 0.0})],
+                                    [("temperature", {"value": 1.7})]])
+@pytest.mark.parametrize("ties", [False, True])
+def test_candidate_selection_draws_the_dense_paths_tokens(candidate_steps, selector, before, ties):
+    for k, rows in ((1, 3), (5, 4), (50, 1), (50, 8), (9, 2)):
+        _compare([*before, ("top_k", {"k": k}), (selector, {})], rows, 300, steps=25, seed=k * 7 + rows, ties=ties)
+    assert candidate_steps or selector == "greedy"  # the fast path was taken (the first step is dense)
+
+
+@pytest.mark.parametrize("after", [[("top_p", {"p": 0.9})], [("min_p", {"p": 0.05})],
+                                   [("temperature", {"value": 0.5}), ("top_n_sigma", {"n": 1.5})]])
+@pytest.mark.parametrize("selector", ["multinomial", "greedy"])
+def test_candidate_selection_after_processors_that_follow_the_top_k(candidate_steps, after, selector):
+    _compare([("temperature", {"value": 0.8}), ("top_k", {"k": 20}), *after, (selector, {})], 4, 200,
+             steps=30, seed=3)
+    _compare([("top_k", {"k": 6}), *after, (selector, {})], 3, 40, steps=30, seed=4, ties=True)
+    assert candidate_steps or selector == "greedy"
+
+
+def test_many_random_rows_agree_with_the_dense_path():
+    _compare([("temperature", {"value": 0.8}), ("top_k", {"k": 50}), ("multinomial", {})], 300, 400, 20, seed=6)
+    _compare([("top_k", {"k": 3}), ("multinomial", {})], 300, 12, 20, seed=7, ties=True)
+
+
+def test_a_tie_across_the_kth_place_runs_densely(candidate_steps):
+    run = _chain([("top_k", {"k": 2}), ("multinomial", {})]).start(1, seeds=[0])
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    run.select(ids, torch.tensor([[0.0, 3.0, 1.0, 2.0]]))  # step 0: dense, verified
+    run.select(ids, torch.tensor([[0.0, 3.0, 1.0, 2.0]]))
+    assert len(candidate_steps) == 1
+    assert run.select(ids, torch.tensor([[0.0, 3.0, 2.0, 2.0]])).item() in (1, 2, 3)
+    assert len(candidate_steps) == 1  # the tie: the dense top-k keeps three tokens
+
+
+@pytest.mark.parametrize("selector", ["multinomial", "greedy"])
+def test_a_row_of_only_minus_inf_is_an_error_naming_it(selector):
+    run = _chain([("temperature", {"value": 0.8}), ("top_k", {"k": 3}), (selector, {})]).start(3, seeds=[0, 1, 2])
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    run.select(ids, torch.randn(3, 10))
+    scores = torch.randn(3, 10)
+    scores[1] = float("-inf")
+    with pytest.raises(GenerationError, match=r"row\(s\) \[1\]"):
+        run.select(ids, scores)
+
+
+def test_rows_with_fewer_finite_logits_than_k_never_draw_minus_inf(candidate_steps):
+    run = _chain([("top_k", {"k": 5}), ("multinomial", {})]).start(2, seeds=[0, 1])
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    scores = torch.full((2, 30), float("-inf"))
+    scores[0, 7], scores[1, [3, 29]] = 0.0, torch.tensor([1.0, 1.5])
+    for _ in range(50):
+        tokens = run.select(ids, scores).tolist()
+        assert tokens[0] == 7 and tokens[1] in (3, 29)
+    assert candidate_steps
+
+
+def test_a_seeded_row_draws_the_same_alone_or_in_a_batch():
+    specs = [("temperature", {"value": 0.8}), ("top_k", {"k": 40}), ("multinomial", {})]
+    generator = torch.Generator().manual_seed(8)
+    steps = [torch.randn(5, 100, generator=generator) * 2 for _ in range(30)]
+    batch = _chain(specs).start(5, seeds=[10, 11, 12, 13, 14])
+    drawn = torch.stack([batch.select(torch.zeros(5, 1, dtype=torch.long), s) for s in steps], 1)
+    for r in range(5):
+        alone = _chain(specs).start(1, seeds=[10 + r])
+        solo = torch.stack([alone.select(torch.zeros(1, 1, dtype=torch.long), s[r:r + 1]) for s in steps], 1)
+        assert torch.equal(drawn[r], solo[0])
+
+
+def test_check_rows_not_empty_names_every_empty_row():
+    check_rows_not_empty(torch.tensor([[0.0], [1.0]]))
+    with pytest.raises(EmptyRowError) as caught:
+        check_rows_not_empty(torch.tensor([[0.0], [float("-inf")], [float("-inf")]]))
+    assert caught.value.rows == [1, 2]
+
+
+def test_per_row_uniforms_are_each_rows_own_draws():
+    together = RowRandom.from_seeds([4, 5, 6]).uniform(3)
+    for r, seed in enumerate([4, 5, 6]):
+        assert together[r].tolist() == torch.rand(3, generator=torch.Generator().manual_seed(seed)).tolist()
+    assert together.dtype == torch.float32 and together.shape == (3, 3)
