@@ -122,7 +122,7 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 def bare_cached_loop(model, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """The floor: prefill, then one cached forward per token, argmax, no chain."""
     cache = model.new_cache(prompts.shape[0])
-    logits = model(prompts, cache=cache)[:, -1]
+    logits = model(prompts, cache=cache, last_only=True)[:, -1]
     out = [logits.argmax(-1)]
     for _ in range(new_tokens - 1):
         logits = model(out[-1][:, None], cache=cache)[:, -1]
@@ -155,7 +155,7 @@ def chain_alone(chain: Chain, logits: Sequence[torch.Tensor], history: torch.Ten
 @torch.inference_mode()
 def hf_bare_loop(hf, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
     """Hugging Face's own floor: the model with its cache (past_key_values), argmax."""
-    out = hf(prompts, use_cache=True)
+    out = hf(prompts, use_cache=True, logits_to_keep=1)  # as HF's generate does
     past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
     tokens = [token]
     for _ in range(new_tokens - 1):

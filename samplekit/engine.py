@@ -210,6 +210,8 @@ class _Decoding:
         self.chain = resolve_chain(chain)
         self.context_length = context_length if context_length is not None else model_context_length(model)
         self.takes_mask = _accepts(model, "attention_mask") and _accepts(model, "position_ids")
+        # Optional in the protocol: logits for the last position only (no [B, T, V] at prefill).
+        self.last_only = {"last_only": True} if _accepts(model, "last_only") else {}
         has_cache = callable(getattr(model, "new_cache", None))
         crop_is_window = all(type(p).crop is ContextWindow.crop for p in self.chain.context)
         if use_cache and not (has_cache and crop_is_window):
@@ -340,11 +342,11 @@ class _Decoding:
         T, w = self.T, self.window
         self.cache_start = start = T - w if w is not None and T > w else 0
         if self.mask is None:
-            return _last(self.model(self.hist[:, start:T], cache=self.cache))
+            return _last(self.model(self.hist[:, start:T], cache=self.cache, **self.last_only))
         self.positions = (self.mask[:, start:].cumsum(1) - 1).clamp_(min=0)
         n = T - start
-        return _last(self.model(self.hist[:, start:T], cache=self.cache,
-                                attention_mask=self.mask[:, start:T], position_ids=self.positions[:, :n]))
+        return _last(self.model(self.hist[:, start:T], cache=self.cache, attention_mask=self.mask[:, start:T],
+                                position_ids=self.positions[:, :n], **self.last_only))
 
     def _decode_one(self) -> torch.Tensor:
         T, start = self.T, self.cache_start
@@ -359,18 +361,18 @@ class _Decoding:
         if w is not None and ids.shape[1] > w:
             ids = ids[:, -w:]
         if self.mask is None:
-            return _last(self.model(ids))
+            return _last(self.model(ids, **self.last_only))
         mask = self.mask[:, T - ids.shape[1]:T]  # context processors keep the last columns
         if bool(mask.all()):
-            return _last(self.model(ids))
+            return _last(self.model(ids, **self.last_only))
         if self.takes_mask:
             positions = (mask.cumsum(1) - 1).clamp_(min=0)
-            return _last(self.model(ids, attention_mask=mask, position_ids=positions))
+            return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only))
         pads = (~mask).sum(1).tolist()  # no attention_mask: feed each equal-padding group unpadded
         logits = None
         for pad in sorted(set(pads)):
             group = torch.tensor([i for i, p in enumerate(pads) if p == pad], device=ids.device)
-            part = _last(self.model(ids.index_select(0, group)[:, pad:]))
+            part = _last(self.model(ids.index_select(0, group)[:, pad:], **self.last_only))
             if logits is None:
                 logits = part.new_empty(ids.shape[0], part.shape[-1])
             logits.index_copy_(0, group, part)

@@ -49,3 +49,15 @@ def fake_distribution(tmp_path, monkeypatch):
     yield make
     for module in made:
         sys.modules.pop(module, None)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one torch thread, then restore the setting. Batch-1 decoding of tiny
+    models is overhead-bound: a second thread only waits at barriers (badly so on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

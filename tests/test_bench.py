@@ -21,11 +21,8 @@ def tiny(qkv_bias: bool = True) -> GPTModel:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models gain nothing from threads (see conftest.one_torch_thread)."""
 
 
 def test_the_report_has_every_variant_and_ratio_per_batch_size():

@@ -23,11 +23,8 @@ prompt_sets = st.lists(st.tuples(prompt, st.integers(0, 2**31 - 1)), min_size=1,
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Tiny models gain nothing from threads (see conftest.one_torch_thread)."""
 
 
 @settings(max_examples=15, deadline=None)

@@ -194,8 +194,9 @@ class GPTModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``[B, T, V]`` for the T new positions.
+                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+        """Logits ``[B, T, V]`` for the T new positions (``[B, 1, V]`` with ``last_only``: a
+        prefill then skips the output projection of every prompt position but the last).
 
         position_ids ``[B, T]``: defaults to ``cache.length + arange(T)``.
         attention_mask ``[B, S]`` bool over all keys (cached and new): False marks padding. With a
@@ -225,6 +226,8 @@ class GPTModel(nn.Module):
             x = block(x, layer, cache, mask)
         if cache is not None:
             cache.advance(T)
+        if last_only:
+            x = x[:, -1:]
         return self.out_head(self.final_norm(x))
 
     def num_parameters(self) -> int:

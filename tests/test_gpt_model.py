@@ -1,0 +1,50 @@
+"""GPTModel's forward paths agree: full, cached in chunks, padded, and last-position-only."""
+
+from __future__ import annotations
+
+import torch
+
+from samplekit.engine import generate
+from samplekit.model.gpt import GPTModel, ModelConfig
+
+
+def tiny() -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(ModelConfig(vocab_size=50, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
+                                drop_rate=0.0)).eval()
+
+
+def test_cached_chunks_give_the_full_forwards_logits():
+    model, ids = tiny(), torch.randint(0, 50, (2, 10))
+    full = model(ids)
+    cache = model.new_cache(2)
+    parts = [model(ids[:, :6], cache=cache), model(ids[:, 6:7], cache=cache), model(ids[:, 7:], cache=cache)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, rtol=1e-5, atol=1e-5)
+    assert cache.length == 10
+
+
+def test_last_only_returns_the_last_positions_logits():
+    model, ids = tiny(), torch.randint(0, 50, (3, 9))
+    last = model(ids, last_only=True)
+    assert last.shape == (3, 1, 50)
+    torch.testing.assert_close(last, model(ids)[:, -1:], rtol=1e-5, atol=1e-5)
+
+
+def test_fused_qkv_for_inference_keeps_the_logits():
+    model, ids = tiny(), torch.randint(0, 50, (2, 8))
+    before = model(ids)
+    torch.testing.assert_close(model.prepare_for_inference()(ids), before, rtol=1e-5, atol=1e-5)
+
+
+def test_the_engine_prefills_with_last_only_when_the_model_takes_it():
+    model, seen = tiny(), []
+    forward = model.forward
+
+    def spy(ids, **kwargs):
+        seen.append((ids.shape[1], kwargs.get("last_only", False)))
+        return forward(ids, **kwargs)
+
+    model.forward = spy
+    generate(model, [[1, 2, 3, 4, 5]], chain="greedy", max_new_tokens=3)
+    assert seen[0] == (5, True)  # the prefill: the whole prompt, only the last logits
+    assert all(n == 1 for n, _ in seen[1:])
