@@ -48,3 +48,16 @@ def test_the_engine_prefills_with_last_only_when_the_model_takes_it():
     generate(model, [[1, 2, 3, 4, 5]], chain="greedy", max_new_tokens=3)
     assert seen[0] == (5, True)  # the prefill: the whole prompt, only the last logits
     assert all(n == 1 for n, _ in seen[1:])
+
+
+def test_training_mode_drops_the_inference_copies_so_they_never_go_stale():
+    model, ids = tiny(), torch.randint(0, 50, (1, 6))
+    model.prepare_for_inference()
+    model.train()
+    with torch.no_grad():
+        model.out_head.weight.mul_(2.0)
+        model.trf_blocks[0].att.W_query.weight.add_(0.1)
+    model.eval()
+    fresh = GPTModel(model.config)
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(model(ids), fresh.eval()(ids))
