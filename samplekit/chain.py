@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from samplekit.errors import ConfigError, GenerationError, ProcessorContractError
-from samplekit.processor import ContextProcessor, Processor, RowRandom, Selector, Stage, StepContext
+from samplekit.processor import Processor, RowRandom, Selector, Stage, StepContext
 from samplekit.processors.selectors import EmptyRowError
 
 CHECKED_ENV = "SAMPLEKIT_CHECKED"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from pathlib import Path
 
 import regex  # tiktoken's own dependency: GPT-2's pattern needs \p{L} classes
 

@@ -29,8 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from samplekit.demo import DATA_DIR, DEMO_CHECKPOINT, DEMO_VOCABULARY
-from samplekit.demo import bpe
+from samplekit.demo import DEMO_CHECKPOINT, DEMO_VOCABULARY
 from samplekit.model.gpt import GPTModel
 from samplekit.model.tokenizer import load_tokenizer
 

@@ -10,7 +10,6 @@ logits for the new positions only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
