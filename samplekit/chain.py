@@ -117,7 +117,7 @@ class Chain:
         ctx = StepContext(random=random, batch_size=batch_size, **context)
         return ChainRun(self, ctx)
 
-    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+    def apply(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Processed logits ``[B, V]`` (every logits processor, no selection), with fresh state."""
         return self.start(scores.shape[0]).process(input_ids, scores)
 
