@@ -39,7 +39,16 @@ class RowRandom:
     With one generator per row, a row's draws do not depend on which other rows share its batch,
     so a seeded prompt gives the same output alone or inside any batch. With a single generator
     the whole batch draws from it (``torch.rand`` of shape ``[B, n]``).
+
+    Generators made by ``from_seeds`` belong to this object, so it draws ``AHEAD`` uniforms per
+    row at a time and hands them out in order: one tensor operation per row every ``AHEAD``
+    steps instead of every step. A CPU generator's uniforms come out of one stream element by
+    element (``rand(64)`` equals 64 successive ``rand(1)``), so every row still receives exactly
+    the numbers it would have drawn one call at a time. Generators passed in by the caller are
+    drawn from only as numbers are asked for.
     """
+
+    AHEAD = 64
 
     def __init__(self, generators: torch.Generator | Sequence[torch.Generator] | None, batch_size: int):
         if generators is None:
@@ -49,27 +58,51 @@ class RowRandom:
         if self.rows is not None and len(self.rows) != batch_size:
             raise ValueError(f"{len(self.rows)} generators for a batch of {batch_size} rows")
         self.batch_size = batch_size
+        self._ahead: torch.Tensor | None = None  # [B, AHEAD] drawn ahead (own generators only)
+        self._used = 0  # columns of _ahead handed out
 
     @classmethod
     def from_seeds(cls, seeds: Sequence[int]) -> "RowRandom":
-        return cls([torch.Generator().manual_seed(int(s)) for s in seeds], len(seeds))
+        random = cls([torch.Generator().manual_seed(int(s)) for s in seeds], len(seeds))
+        random._ahead = torch.empty(len(seeds), 0)  # owned: draw ahead
+        return random
 
     def uniform(self, n: int = 1, device: torch.device | str = "cpu") -> torch.Tensor:
         """``[B, n]`` float32 uniforms in [0, 1)."""
-        if self.shared is not None:
-            out = torch.rand(self.batch_size, n, generator=self.shared, device=self.shared.device)
-        elif len(self.rows) == 1:
-            out = torch.rand(1, n, generator=self.rows[0])
-        else:
-            out = torch.empty(len(self.rows), n)
-            for row, g in zip(out, self.rows):  # each row from its own generator, no stacking
-                row.uniform_(generator=g)
+        out = self._draw(n) if self._ahead is None else self._take(n)
         return out if out.device == torch.device(device) else out.to(device, non_blocking=True)
+
+    def _take(self, n: int) -> torch.Tensor:
+        """The next ``n`` numbers of each row's stream, from the numbers drawn ahead."""
+        parts = []
+        while n:
+            if self._used == self._ahead.shape[1]:
+                if n >= self.AHEAD:  # a large draw (one per token of the vocabulary): direct
+                    parts.append(self._draw(n))
+                    break
+                self._ahead, self._used = self._draw(self.AHEAD), 0
+            take = min(n, self._ahead.shape[1] - self._used)
+            parts.append(self._ahead[:, self._used:self._used + take])
+            self._used += take
+            n -= take
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def _draw(self, n: int) -> torch.Tensor:
+        if self.shared is not None:
+            return torch.rand(self.batch_size, n, generator=self.shared, device=self.shared.device)
+        if len(self.rows) == 1:
+            return torch.rand(1, n, generator=self.rows[0])
+        out = torch.empty(len(self.rows), n)
+        for row, g in zip(out, self.rows):  # each row from its own generator, no stacking
+            row.uniform_(generator=g)
+        return out
 
     def keep_rows(self, rows: Sequence[int]) -> None:
         """Drop the rows that left the batch (rows: indices to keep, in order)."""
         if self.rows is not None:
             self.rows = [self.rows[i] for i in rows]
+        if self._ahead is not None:
+            self._ahead = self._ahead[list(rows)]
         self.batch_size = len(rows)
 
 
