@@ -67,9 +67,14 @@ class KVCache:
         self.length += steps
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the batch rows in ``rows`` (a LongTensor of indices)."""
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        """Keep only the batch rows in ``rows`` (a LongTensor of indices). The kept rows move to
+        the front of the same buffers, filled positions only: nothing is allocated, and the
+        capacity still to fill is not copied."""
+        n, m = self.length, rows.numel()
+        for buffers in (self.keys, self.values):
+            for i, t in enumerate(buffers):
+                t[:m, :, :n] = t[:, :, :n].index_select(0, rows)
+                buffers[i] = t[:m]
 
 
 class MultiHeadAttention(nn.Module):
