@@ -1,12 +1,17 @@
 """``samplekit bench``: how fast the engine is, and what it costs over the model alone.
 
 For each batch size, on the same model and the same random prompts, in one process, the
-variants run interleaved (each repeat runs every variant once, in turn; medians are reported):
+variants run interleaved (each repeat runs every variant once, in turn; medians are reported).
+Ratios are paired: each repeat's time of one variant over the same repeat's time of the other,
+so a machine that slows down for a while slows both sides of a ratio; their median is reported:
 
 - ``samplekit``: ``engine.generate`` with the chain (default: temperature 0.8, top-k 50,
   multinomial), per-row seeds; tokens/s end to end;
 - ``bare``: the bare cached forward loop: the model with its KV cache and argmax, no chain, no
   engine; its ms per token is the floor the engine's overhead is measured against;
+- ``topk`` (the chain holds a top-k): the same loop with argmax replaced by the chain's
+  ``topk(k)``: what the one full-vocabulary operation of exact top-k sampling costs by itself,
+  the part of the overhead no sampler built on torch.topk can avoid;
 - ``chain``: the chain alone (``ChainRun.select`` on random logits of the model's vocabulary);
 - ``naive`` (``compare`` has "naive"): the usage guide's plain loop, re-feeding the whole
   context every token (top-k 50, temperature 0.8, softmax, torch.multinomial);
@@ -27,6 +32,7 @@ Timings are float32, torch's default thread count; a benchmark, never a test.
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 import platform
 import re
@@ -118,16 +124,30 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
 @torch.inference_mode()
-def bare_cached_loop(model, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """The floor: prefill, then one cached forward per token, argmax, no chain."""
+def bare_cached_loop(model, prompts: torch.Tensor, new_tokens: int,
+                     pick: Callable[[torch.Tensor], torch.Tensor] = _argmax) -> torch.Tensor:
+    """The floor: prefill, then one cached forward per token, ``pick`` (argmax), no chain."""
     cache = model.new_cache(prompts.shape[0])
     logits = model(prompts, cache=cache, last_only=True)[:, -1]
-    out = [logits.argmax(-1)]
+    out = [pick(logits)]
     for _ in range(new_tokens - 1):
         logits = model(out[-1][:, None], cache=cache)[:, -1]
-        out.append(logits.argmax(-1))
+        out.append(pick(logits))
     return torch.stack(out, 1)
+
+
+def chain_top_k(chain: Chain, vocab_size: int) -> int | None:
+    """The k of the chain's first top-k (a processor with ``keeps_top``), else None."""
+    for p in chain.logits:
+        keeps_top = getattr(p, "keeps_top", None)
+        if callable(keeps_top) and (k := keeps_top(vocab_size)) is not None:
+            return k
+    return None
 
 
 @torch.inference_mode()
@@ -154,13 +174,15 @@ def chain_alone(chain: Chain, logits: Sequence[torch.Tensor], history: torch.Ten
 
 @torch.inference_mode()
 def hf_bare_loop(hf, prompts: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Hugging Face's own floor: the model with its cache (past_key_values), argmax."""
+    """Hugging Face's own floor: the model with its cache, argmax. The cache argument is
+    ``cache`` in transformers 5 (``past_key_values``, deprecated there, before)."""
+    name = "cache" if "cache" in inspect.signature(type(hf).forward).parameters else "past_key_values"
     out = hf(prompts, use_cache=True, logits_to_keep=1)  # as HF's generate does
-    past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+    token = out.logits[:, -1].argmax(-1)
     tokens = [token]
     for _ in range(new_tokens - 1):
-        out = hf(token[:, None], past_key_values=past, use_cache=True)
-        past, token = out.past_key_values, out.logits[:, -1].argmax(-1)
+        out = hf(token[:, None], use_cache=True, **{name: out[name]})
+        token = out.logits[:, -1].argmax(-1)
         tokens.append(token)
     return torch.stack(tokens, 1)
 
@@ -272,6 +294,7 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
         hf = to_hf_gpt2(net)
     engine._prepare(net)  # fuse q/k/v once, outside every timing
     vocab = net.config.vocab_size
+    top_k = chain_top_k(chain, vocab)
     report: dict[str, Any] = {
         "model": name, "config": {k: v for k, v in net.config.to_dict().items() if k != "drop_rate"},
         "parameters": net.num_parameters(), "chain": [str(p) for p in chain.processors],
@@ -293,6 +316,9 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
             "bare": lambda: bare_cached_loop(net, prompts, new_tokens),
             "chain": lambda: chain_alone(chain, logits, prompts, new_tokens, seeds=seeds),
         }
+        if top_k is not None:
+            variants["topk"] = lambda: bare_cached_loop(net, prompts, new_tokens,
+                                                        lambda scores: scores.topk(top_k, dim=-1).indices[:, 0])
         if "naive" in compare:
             variants["naive"] = lambda: naive_loop(net, prompts, new_tokens, ctx,
                                                    generator=torch.Generator(dev).manual_seed(seed))
@@ -316,22 +342,29 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
             row[key] = {"seconds": t, "ms_per_token": 1000 * t / new_tokens,
                         "tokens_per_s": B * new_tokens / t, "peak_mem_mib": memory[key],
                         "best_seconds": min(values), "all_seconds": values}
-        ratios = {"overhead_vs_bare": row["samplekit"]["seconds"] / row["bare"]["seconds"] - 1,
+        ratios = {"overhead_vs_bare": _paired(times["samplekit"], times["bare"]) - 1,
                   # best-of-repeats: what each costs when the machine does not interfere
-                  "overhead_vs_bare_best": row["samplekit"]["best_seconds"] / row["bare"]["best_seconds"] - 1,
-                  "chain_share": row["chain"]["seconds"] / row["samplekit"]["seconds"]}
-        if "naive" in row:
-            ratios["speedup_vs_naive"] = row["naive"]["seconds"] / row["samplekit"]["seconds"]
-        if "hf" in row:
-            ratios["speedup_vs_hf"] = row["hf"]["seconds"] / row["samplekit"]["seconds"]
-            ratios["hf_overhead_vs_hf_bare"] = row["hf"]["seconds"] / row["hf_bare"]["seconds"] - 1
-            ratios["bare_vs_hf_bare"] = row["hf_bare"]["seconds"] / row["bare"]["seconds"]
+                  "overhead_vs_bare_best": row["samplekit"]["best_seconds"] / row["bare"]["best_seconds"] - 1}
+        if "topk" in times:
+            ratios["topk_overhead_vs_bare"] = _paired(times["topk"], times["bare"]) - 1
+        ratios["chain_share"] = row["chain"]["seconds"] / row["samplekit"]["seconds"]
+        if "naive" in times:
+            ratios["speedup_vs_naive"] = _paired(times["naive"], times["samplekit"])
+        if "hf" in times:
+            ratios["speedup_vs_hf"] = _paired(times["hf"], times["samplekit"])
+            ratios["hf_overhead_vs_hf_bare"] = _paired(times["hf"], times["hf_bare"]) - 1
+            ratios["bare_vs_hf_bare"] = _paired(times["hf_bare"], times["bare"])
         row["ratios"] = ratios
         report["batches"].append(row)
     if chain_vs_hf if chain_vs_hf is not None else (hf is not None):
         say("chain alone vs Hugging Face's LogitsProcessorList")
         report["chain_vs_hf_processors"] = bench_chain_vs_hf(repeats=max(repeats, 5), device=dev, seed=seed)
     return report
+
+
+def _paired(times: Sequence[float], base: Sequence[float]) -> float:
+    """Median over the repeats of ``times[r] / base[r]`` (the two ran one after the other)."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 def bench_chain_vs_hf(*, rows: int = HF_CHAIN_ROWS, vocab: int = HF_CHAIN_VOCAB, calls: int = 20,
@@ -376,8 +409,8 @@ def _version(module: str) -> str | None:
 # -- printing -----------------------------------------------------------------------------------------------
 
 LABELS = {"samplekit": "samplekit generate (chain)", "bare": "bare cached forward loop",
-          "chain": "chain alone", "naive": "guide's plain loop", "hf": "HF generate (sampling)",
-          "hf_bare": "HF bare cached loop"}
+          "topk": "bare loop, top-k for argmax", "chain": "chain alone", "naive": "guide's plain loop",
+          "hf": "HF generate (sampling)", "hf_bare": "HF bare cached loop"}
 
 
 def print_report(report: dict[str, Any], console=None) -> None:
@@ -402,7 +435,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in report["batches"]:
         base = row["samplekit"]["seconds"]
-        for key in ("samplekit", "bare", "chain", "naive", "hf", "hf_bare"):
+        for key in ("samplekit", "bare", "topk", "chain", "naive", "hf", "hf_bare"):
             if key not in row:
                 continue
             v = row[key]
@@ -418,6 +451,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
     ratios.add_column("value", justify="right")
     names = {"overhead_vs_bare": "samplekit overhead over the bare cached loop",
              "overhead_vs_bare_best": "  the same, best of the repeats",
+             "topk_overhead_vs_bare": "  of which no top-k sampler escapes (top-k alone)",
              "chain_share": "chain's share of samplekit's time",
              "speedup_vs_naive": "speed-up over the guide's plain loop",
              "speedup_vs_hf": "speed-up over HF generate",
@@ -426,7 +460,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
     for row in report["batches"]:
         for key, value in row["ratios"].items():
             shown = f"{value:+.1%}" if key in ("overhead_vs_bare", "overhead_vs_bare_best",
-                                               "hf_overhead_vs_hf_bare") else (
+                                               "topk_overhead_vs_bare", "hf_overhead_vs_hf_bare") else (
                 f"{value:.1%}" if key == "chain_share" else f"{value:.2f}x")
             ratios.add_row(str(row["batch_size"]), names[key], shown)
         ratios.add_section()

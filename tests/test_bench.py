@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 
 import pytest
 import torch
 
-from samplekit.bench import (PeakMemory, bare_cached_loop, naive_loop, print_report, run_bench)
+from samplekit.bench import (PeakMemory, bare_cached_loop, chain_top_k, naive_loop, print_report,
+                             run_bench)
+from samplekit.chain import Chain
 from samplekit.engine import generate
 from samplekit.model.gpt import GPTModel, ModelConfig
 
@@ -29,17 +32,33 @@ def test_the_report_has_every_variant_and_ratio_per_batch_size():
     report = run_bench(tiny(), batch_sizes=(1, 3), prompt_tokens=4, new_tokens=5, compare=("naive",), repeats=2)
     assert [row["batch_size"] for row in report["batches"]] == [1, 3]
     for row in report["batches"]:
-        for key in ("samplekit", "bare", "chain", "naive"):
+        for key in ("samplekit", "bare", "topk", "chain", "naive"):
             assert row[key]["seconds"] > 0 and len(row[key]["all_seconds"]) == 2
             assert row[key]["tokens_per_s"] == pytest.approx(row["batch_size"] * 5 / row[key]["seconds"])
-        assert set(row["ratios"]) == {"overhead_vs_bare", "overhead_vs_bare_best", "chain_share",
-                                      "speedup_vs_naive"}
+        assert set(row["ratios"]) == {"overhead_vs_bare", "overhead_vs_bare_best", "topk_overhead_vs_bare",
+                                      "chain_share", "speedup_vs_naive"}
+        pairs = zip(row["samplekit"]["all_seconds"], row["bare"]["all_seconds"])
+        assert row["ratios"]["overhead_vs_bare"] == pytest.approx(statistics.median(s / b - 1 for s, b in pairs))
     json.dumps(report)  # the --json output
     out = io.StringIO()
     from rich.console import Console
 
     print_report(report, Console(file=out, width=120))
     assert "bare cached forward loop" in out.getvalue() and "speed-up over the guide's plain loop" in out.getvalue()
+
+
+def test_a_chain_without_top_k_has_no_top_k_floor():
+    report = run_bench(tiny(), "greedy", batch_sizes=(1,), prompt_tokens=2, new_tokens=2, repeats=1)
+    assert "topk" not in report["batches"][0] and "topk_overhead_vs_bare" not in report["batches"][0]["ratios"]
+
+
+def test_the_top_k_floor_loop_picks_the_largest_logit_like_argmax():
+    model = tiny()
+    prompts = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(3))
+    floor = bare_cached_loop(model, prompts, 6, lambda scores: scores.topk(7, dim=-1).indices[:, 0])
+    assert torch.equal(floor, bare_cached_loop(model, prompts, 6))
+    assert chain_top_k(Chain.from_names(("temperature", {"value": 0.5}), ("top_k", {"k": 7}), "multinomial"), 64) == 7
+    assert chain_top_k(Chain.from_names(("top_k", {"k": 64}), "multinomial"), 64) is None  # k >= vocab: no-op
 
 
 def test_bad_arguments_are_refused_with_a_message():
@@ -80,6 +99,18 @@ def test_the_hf_model_holds_the_same_weights(qkv_bias):
     ids = torch.randint(0, 64, (2, 9), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         torch.testing.assert_close(hf(ids).logits, model(ids), atol=1e-4, rtol=1e-4)
+
+
+def test_hf_bare_loop_decodes_the_same_greedy_tokens_as_ours(recwarn):
+    """The two floors the bench compares decode the same tokens from the same weights, and the
+    HF loop passes its cache under the name this transformers expects (no deprecation warning)."""
+    pytest.importorskip("transformers")
+    from samplekit.bench import hf_bare_loop, to_hf_gpt2
+
+    model = tiny()
+    prompts = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
+    assert torch.equal(hf_bare_loop(to_hf_gpt2(model), prompts, 8), bare_cached_loop(model, prompts, 8))
+    assert not [w for w in recwarn if "past_key_values" in str(w.message)]
 
 
 def test_the_cli_prints_json_for_a_shape():
