@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from samplekit.engine import generate
@@ -23,19 +24,20 @@ def test_cached_chunks_give_the_full_forwards_logits():
     assert cache.length == 10
 
 
-def test_a_cache_that_dropped_rows_continues_as_those_rows_alone():
-    """After select_rows the kept rows' cached positions are intact (only they are copied), and
-    the next cached step gives the logits a cache of those rows alone would give."""
+@pytest.mark.parametrize("kept", [[3, 0], [1, 3], [0, 1], [2], [0, 1, 2, 3]])
+def test_a_cache_that_dropped_rows_continues_as_those_rows_alone(kept):
+    """After select_rows (rows in any order, moved or not) the kept rows' cached positions are
+    intact, and the next cached step gives the logits a cache of those rows alone would give."""
     model, ids = tiny(), torch.randint(0, 50, (4, 9))
     cache = model.new_cache(4)
     model(ids[:, :8], cache=cache)
-    cache.select_rows(torch.tensor([3, 0]))
-    assert [tuple(k.shape) for k in cache.keys] == [(2, 4, 16, 8)] * 2 and cache.length == 8
-    alone = model.new_cache(2)
-    model(ids[[3, 0], :8], cache=alone)
+    cache.select_rows(torch.tensor(kept))
+    assert [tuple(k.shape) for k in cache.keys] == [(len(kept), 4, 16, 8)] * 2 and cache.length == 8
+    alone = model.new_cache(len(kept))
+    model(ids[kept, :8], cache=alone)
     for mine, theirs in zip(cache.keys + cache.values, alone.keys + alone.values):
         assert torch.equal(mine[:, :, :8], theirs[:, :, :8])
-    torch.testing.assert_close(model(ids[[3, 0], 8:], cache=cache), model(ids[[3, 0], 8:], cache=alone))
+    torch.testing.assert_close(model(ids[kept, 8:], cache=cache), model(ids[kept, 8:], cache=alone))
 
 
 def test_last_only_returns_the_last_positions_logits():

@@ -68,13 +68,20 @@ class KVCache:
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows in ``rows`` (a LongTensor of indices). The kept rows move to
-        the front of the same buffers, filled positions only: nothing is allocated, and the
-        capacity still to fill is not copied."""
-        n, m = self.length, rows.numel()
+        the front of the same buffers, filled positions only: nothing is allocated, the capacity
+        still to fill is not copied, and with ``rows`` ascending (the engine's case) a row that
+        does not move is not copied either."""
+        n, kept = self.length, rows.tolist()
+        moves = [(dst, src) for dst, src in enumerate(kept) if dst != src]
+        ascending = all(a < b for a, b in zip(kept, kept[1:]))
         for buffers in (self.keys, self.values):
             for i, t in enumerate(buffers):
-                t[:m, :, :n] = t[:, :, :n].index_select(0, rows)
-                buffers[i] = t[:m]
+                if ascending:  # dst < src, in increasing order: no source is overwritten first
+                    for dst, src in moves:
+                        t[dst, :, :n] = t[src, :, :n]
+                else:
+                    t[:len(kept), :, :n] = t[:, :, :n].index_select(0, rows)
+                buffers[i] = t[:len(kept)]
 
 
 class MultiHeadAttention(nn.Module):
