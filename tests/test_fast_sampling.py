@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from samplekit.chain import Chain
 from samplekit.errors import GenerationError
-from samplekit.processor import RowRandom, StepContext
+from samplekit.processor import RowRandom
 from samplekit.processors.selectors import EmptyRowError, Multinomial, check_rows_not_empty
 
 
@@ -153,48 +153,3 @@ def test_generators_passed_in_are_drawn_only_as_numbers_are_asked_for():
     g = torch.Generator().manual_seed(3)
     RowRandom([g], 1).uniform(1)
     assert torch.equal(torch.rand(1, generator=g), torch.rand(2, generator=torch.Generator().manual_seed(3))[1:])
-
-
-class _FixedUniforms:
-    """A ``ctx.random`` that hands out the given uniforms, one per row."""
-
-    def __init__(self, u: torch.Tensor):
-        self.u = u
-
-    def uniform(self, n=1, device="cpu"):
-        return self.u.clone().to(device)
-
-
-_CLOSE_TO_ONE = 1.0 - 2.0 ** -24  # the largest float32 below 1: u * total may round up to total
-
-
-@settings(max_examples=300, deadline=None)
-@given(rows=st.lists(st.lists(st.sampled_from([0.0, -0.5, 1.0, 2.5, -90.0, -200.0, float("-inf")]),
-                              min_size=1, max_size=12), min_size=1, max_size=6),
-       draws=st.lists(st.one_of(st.floats(0.0, 1.0, exclude_max=True, width=32), st.just(_CLOSE_TO_ONE)),
-                      min_size=6, max_size=6))
-def test_host_search_draws_the_tensor_searchs_token(rows, draws):
-    """On the CPU, multinomial's candidate draw runs on Python floats; for any weights (ties,
-    weights that underflow to 0 after the last one, -inf) and any uniform (the largest below 1
-    included), it picks the token the tensor path picks."""
-    from samplekit.processors.selectors import _search, _unnormalised_cdf
-
-    n = max(map(len, rows))
-    values = torch.tensor([r + [float("-inf")] * (n - len(r)) for r in rows])
-    values[:, 0] = torch.where(torch.isneginf(values[:, 0]), 0.0, values[:, 0])  # no empty row
-    indices = torch.arange(n).expand_as(values) * 3 + 1
-    u = torch.tensor(draws[:len(rows)], dtype=torch.float32).unsqueeze(1)
-    ctx = StepContext(random=_FixedUniforms(u), batch_size=len(rows))
-    host = Multinomial().select_candidates(None, values, indices, ctx)
-    cdf = _unnormalised_cdf(values, values.amax(-1, keepdim=True))
-    tensor = indices.gather(-1, _search(cdf, u)).view(-1)
-    assert host.dtype == torch.long and torch.equal(host, tensor)
-    weights = torch.exp(values - values.amax(-1, keepdim=True))
-    assert bool((weights.gather(-1, (host.unsqueeze(1) - 1) // 3) > 0).all())  # never a zero weight
-
-
-def test_host_search_names_a_row_with_an_infinite_logit():
-    ctx = StepContext(random=_FixedUniforms(torch.tensor([[0.5], [0.5]])), batch_size=2)
-    values = torch.tensor([[0.0, 1.0], [float("inf"), 1.0]])
-    with pytest.raises(GenerationError, match=r"row\(s\) \[1\] hold a \+inf"):
-        Multinomial().select_candidates(None, values, torch.tensor([[3, 4], [3, 4]]), ctx)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left, bisect_right
-
 import torch
 
 from samplekit.errors import GenerationError
@@ -71,25 +68,11 @@ class Multinomial(Selector):
     def select_candidates(self, input_ids, values, indices, ctx):
         """The chain's candidate fast path: ``values``/``indices`` ``[B, n]`` in token-id order.
         The CDF then adds the same non-zero terms in the same order as over the whole vocabulary,
-        so the same uniform draws the same token (up to last-bit rounding, see samplekit.chain).
-        On the CPU the search runs on Python floats with ``select``'s float32 arithmetic: for a
-        few dozen candidates that is cheaper than the six tensor operations it replaces."""
+        so the same uniform draws the same token (up to last-bit rounding, see samplekit.chain)."""
         row_max = values.amax(dim=-1, keepdim=True)  # (B, 1)
+        check_rows_not_empty(row_max)
         cdf = _unnormalised_cdf(values, row_max)
-        u = ctx.random.uniform(1, values.device)
-        if cdf.device.type != "cpu":
-            check_rows_not_empty(row_max)
-            return indices.gather(-1, _search(cdf, u)).view(-1)
-        cdfs, ids, draws = cdf.tolist(), indices.tolist(), [d for (d,) in u.tolist()]
-        totals = [c[-1] for c in cdfs]
-        if any(t != t for t in totals):  # NaN: a row of -inf (or a +inf logit)
-            check_rows_not_empty(row_max)
-            rows = [i for i, t in enumerate(totals) if t != t]
-            raise GenerationError(f"row(s) {rows} hold a +inf or NaN logit; nothing can be sampled")
-        # u * total rounded to float32 as torch rounds it (the float64 product is exact).
-        targets = array("f", [d * t for d, t in zip(draws, totals)])
-        return torch.tensor([row[bisect_right(c, x) if x < t else bisect_left(c, t)]
-                             for x, t, c, row in zip(targets, totals, cdfs, ids)], dtype=torch.long)
+        return indices.gather(-1, _search(cdf, ctx.random.uniform(1, values.device))).view(-1)
 
 
 def _unnormalised_cdf(scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
