@@ -77,10 +77,9 @@ def to_hf_gpt2(model: GPTModel):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = model.config
-    eps = model.final_norm.eps
     hf_cfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
                         n_layer=cfg.n_layers, n_head=cfg.n_heads, activation_function="gelu_new",
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=eps,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=cfg.layer_norm_eps,
                         tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
     hf = GPT2LMHeadModel(hf_cfg)
     E = cfg.emb_dim

@@ -120,13 +120,14 @@ def test_missing_required_keys_are_named(tmp_path):
 def test_config_values_of_the_wrong_type_are_all_named(tmp_path):
     path = make_tiny_checkpoint(tmp_path)
     raw = _raw(path)
-    raw["config"].update(emb_dim="32", qkv_bias=1, n_layers=True)
+    raw["config"].update(emb_dim="32", qkv_bias=1, n_layers=True, layer_norm_eps=0)
     torch.save(raw, path)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     msg = str(err.value)
     assert "config.emb_dim must be a positive int, found '32'" in msg
     assert "config.qkv_bias must be a bool" in msg and "config.n_layers" in msg
+    assert "config.layer_norm_eps must be a positive number, found 0" in msg
 
 
 def test_missing_unexpected_and_mismatched_keys_are_all_named_with_shapes(tmp_path):

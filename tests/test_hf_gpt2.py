@@ -55,13 +55,13 @@ def hf_layout(model) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_hf_folder(folder, model, state=None):
+def write_hf_folder(folder, model, state=None, eps=1e-5):
     cfg = model.config
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps({
         "model_type": "gpt2", "n_embd": cfg.emb_dim, "n_head": cfg.n_heads, "n_layer": cfg.n_layers,
         "n_positions": cfg.context_length, "vocab_size": cfg.vocab_size,
-        "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new"}))
+        "layer_norm_epsilon": eps, "activation_function": "gelu_new"}))
     write_safetensors(folder / "model.safetensors", hf_layout(model) if state is None else state)
     return folder
 
@@ -107,6 +107,23 @@ def test_hand_written_hf_layout_round_trips_to_identical_logits(tmp_path):
     ids = torch.tensor(PROMPT)
     with torch.no_grad():
         assert torch.equal(loaded(ids), model(ids))
+
+
+def test_a_non_default_layer_norm_epsilon_survives_a_saved_checkpoint(tmp_path):
+    """An HF config's layer_norm_epsilon is part of ModelConfig: it reaches every layer norm,
+    and a checkpoint saved from the imported model reloads to the same logits."""
+    from samplekit.model.checkpoint import save_checkpoint
+
+    model = make_tiny_model(qkv_bias=True, seed=3)
+    loaded, cfg = load_hf_gpt2(write_hf_folder(tmp_path / "hf", model, eps=0.5))
+    assert cfg.layer_norm_eps == 0.5
+    assert {m.eps for m in loaded.modules() if hasattr(m, "eps")} == {0.5}
+    again, info = load_checkpoint(save_checkpoint(tmp_path / "saved.pt", loaded))
+    assert info.config.layer_norm_eps == 0.5
+    ids = torch.tensor(PROMPT)
+    with torch.no_grad():
+        assert torch.equal(again(ids), loaded(ids))
+        assert not torch.allclose(loaded(ids), model(ids))  # 0.5 is far from 1e-5: it matters
 
 
 def test_hf_folder_loads_through_load_checkpoint_with_tied_head(tmp_path):

@@ -116,6 +116,9 @@ def _check_config(raw: Any, source: str | Path) -> ModelConfig:
         elif f.name == "drop_rate":
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
             want = "a number from 0 to 1"
+        elif f.name == "layer_norm_eps":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+            want = "a positive number"
         else:
             ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
             want = "a positive int"

@@ -28,6 +28,7 @@ class ModelConfig:
     n_layers: int = 12
     drop_rate: float = 0.1
     qkv_bias: bool = False
+    layer_norm_eps: float = 1e-5  # GPT-2's; a Hugging Face config may set another
 
     @classmethod
     def from_dict(cls, values: dict) -> "ModelConfig":
@@ -158,8 +159,8 @@ class TransformerBlock(nn.Module):
         super().__init__()
         self.att = MultiHeadAttention(cfg)
         self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim)
-        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.norm1 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
+        self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
@@ -182,7 +183,7 @@ class GPTModel(nn.Module):
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.final_norm = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         self._head_t: torch.Tensor | None = None  # inference-only [emb, vocab] copy, see below
 

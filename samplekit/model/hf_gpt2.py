@@ -16,7 +16,7 @@ import torch
 
 from samplekit.errors import CheckpointError
 from samplekit.model.checkpoint import build_model, safe_torch_load, strip_wrapper_prefixes
-from samplekit.model.gpt import GPTModel, LayerNorm, ModelConfig
+from samplekit.model.gpt import GPTModel, ModelConfig
 from samplekit.model.safetensors_io import read_safetensors
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -32,8 +32,8 @@ def find_weights(folder: str | os.PathLike) -> Path | None:
     return next((folder / n for n in WEIGHT_FILES if (folder / n).is_file()), None)
 
 
-def config_from_hf(raw: dict, source: str | Path) -> tuple[ModelConfig, float]:
-    """ModelConfig and layer-norm epsilon from a GPT-2 ``config.json`` dict."""
+def config_from_hf(raw: dict, source: str | Path) -> ModelConfig:
+    """The ModelConfig (layer-norm epsilon included) of a GPT-2 ``config.json`` dict."""
     problems = []
 
     def get(key: str, *alts: str) -> Any:
@@ -48,11 +48,13 @@ def config_from_hf(raw: dict, source: str | Path) -> tuple[ModelConfig, float]:
         return 1
 
     emb, heads = get("n_embd"), get("n_head")
-    cfg = ModelConfig(vocab_size=get("vocab_size"), context_length=get("n_positions", "n_ctx"),
-                      emb_dim=emb, n_heads=heads, n_layers=get("n_layer"), drop_rate=0.0, qkv_bias=True)
     eps = raw.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
         problems.append(f"layer_norm_epsilon must be a positive number, found {eps!r}")
+        eps = 1e-5
+    cfg = ModelConfig(vocab_size=get("vocab_size"), context_length=get("n_positions", "n_ctx"),
+                      emb_dim=emb, n_heads=heads, n_layers=get("n_layer"), drop_rate=0.0, qkv_bias=True,
+                      layer_norm_eps=float(eps))
     if raw.get("model_type", "gpt2") != "gpt2":
         problems.append(f"model_type is {raw['model_type']!r}; only 'gpt2' is supported")
     if raw.get("activation_function", "gelu_new") not in TANH_GELUS:
@@ -68,7 +70,7 @@ def config_from_hf(raw: dict, source: str | Path) -> tuple[ModelConfig, float]:
             problems.append(f"{flag}={raw[flag]!r} is not supported")
     if problems:
         raise CheckpointError(f"{source}: unsupported GPT-2 config:\n  " + "\n  ".join(problems))
-    return cfg, float(eps)
+    return cfg
 
 
 def _expected_hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -149,14 +151,11 @@ def load_hf_gpt2_with_metadata(folder: str | os.PathLike) -> tuple[GPTModel, Mod
         raise CheckpointError(f"{folder / 'config.json'}: cannot read it as JSON ({exc})") from exc
     if not isinstance(raw, dict):
         raise CheckpointError(f"{folder / 'config.json'}: expected a JSON object")
-    cfg, eps = config_from_hf(raw, folder / "config.json")
+    cfg = config_from_hf(raw, folder / "config.json")
     hf_state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else safe_torch_load(weights)
     if not isinstance(hf_state, dict):
         raise CheckpointError(f"{weights}: expected a state dict, found {type(hf_state).__name__}")
     model = build_model(cfg, hf_to_gpt_state(hf_state, cfg, weights), weights)
-    for module in model.modules():
-        if isinstance(module, LayerNorm):
-            module.eps = eps
     meta = {"format": "huggingface-gpt2", "weights_file": weights.name, "huggingface_config": raw}
     return model, cfg, meta
 
