@@ -450,7 +450,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
     ratios.add_column("value", justify="right")
     names = {"overhead_vs_bare": "samplekit overhead over the bare cached loop",
              "overhead_vs_bare_best": "  the same, best of the repeats",
-             "topk_overhead_vs_bare": "  of which no top-k sampler escapes (top-k alone)",
+             "topk_overhead_vs_bare": "top-k alone over the bare loop (any top-k sampler pays it)",
              "chain_share": "chain's share of samplekit's time",
              "speedup_vs_naive": "speed-up over the guide's plain loop",
              "speedup_vs_hf": "speed-up over HF generate",
