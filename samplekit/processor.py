@@ -85,7 +85,9 @@ class RowRandom:
             parts.append(self._ahead[:, self._used:self._used + take])
             self._used += take
             n -= take
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat(parts, dim=1) if parts else self._ahead[:, :0]
 
     def _draw(self, n: int) -> torch.Tensor:
         if self.shared is not None:
