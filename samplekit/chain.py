@@ -21,6 +21,13 @@ only k logits are finite, and sampling among them is exact. So when a chain hold
    -inf entries);
 5. the selector's ``select_candidates(input_ids, values, indices, ctx)``.
 
+A filter whose kept set depends on the whole row (top-p: the nucleus's mass) can find its own
+candidates instead: ``filter_candidates(input_ids, scores, ctx) -> (values, indices) | None``
+returns candidates that rebuild exactly what its ``process`` returns (the conformance kit
+checks this), or None when it cannot tell cheaply. Then the processors before it run on the
+whole vocabulary (any processor may), the filter finds its candidates, and steps 4 and 5
+follow; on None the step continues densely from the filter on.
+
 Candidates in token-id order make multinomial's inverse CDF add the same non-zero terms in the
 same order as the dense path, so a seed draws the same token. (Up to rounding: a logit's exp may
 come from the vectorised or the scalar kernel depending on its position, and normalising
@@ -200,11 +207,22 @@ class ChainRun:
 
     def _select_candidates(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
         """The candidate fast path (module docstring); None when this step must run densely."""
-        prefix, (producer, _), suffix = self._plan
+        prefix, (producer, p_index), suffix = self._plan
+        ctx, states = self.ctx, self.states
+        if _trait(producer, "keeps_top") is None:  # a filter that finds its own candidates
+            for p, i in prefix:
+                ctx.state = states[i]
+                scores = p.process(input_ids, scores, ctx)
+            ctx.state = states[p_index]
+            found = producer.filter_candidates(input_ids, scores, ctx)
+            if found is None:  # finish densely from the producer on (the prefix has run)
+                return self._select_dense(input_ids, scores, self._logits[len(prefix):])
+            values, indices = found
+            indices, order = indices.sort(dim=-1)
+            return self._select_among(input_ids, values.gather(-1, order), indices, suffix)
         k = producer.keeps_top(scores.shape[-1])
         if k is None or k + 1 > scores.shape[-1]:
             return None
-        ctx, states = self.ctx, self.states
         values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first
         for p, i in prefix:
             ctx.state = states[i]
@@ -213,13 +231,26 @@ class ChainRun:
             if kth == nxt and kth != _NEG_INF:
                 return None  # a tie across the k-th place: the dense top-k keeps it
         indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
-        values = values.gather(-1, order)
+        return self._select_among(input_ids, values.gather(-1, order), indices, suffix)
+
+    def _select_among(self, input_ids, values, indices, suffix) -> torch.Tensor:
+        """The processors after the producer, then the selector, on candidates in token-id order."""
+        ctx, states = self.ctx, self.states
         for p, i in suffix:
             ctx.state = states[i]
             special = getattr(p, "process_candidates", None)
             values = special(input_ids, values, indices, ctx) if special else p.process(input_ids, values, ctx)
         ctx.state = states[self._selector_index]
         return self.chain.selector.select_candidates(input_ids, values, indices, ctx)
+
+    def _select_dense(self, input_ids, scores, processors) -> torch.Tensor:
+        """``processors`` then the selector, on the whole vocabulary."""
+        ctx = self.ctx
+        for p, i in processors:
+            ctx.state = self.states[i]
+            scores = p.process(input_ids, scores, ctx)
+        ctx.state = self.states[self._selector_index]
+        return self.chain.selector.select(input_ids, scores, ctx)
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Continue with only the rows at indices ``rows`` (finished rows leave the batch)."""
@@ -267,18 +298,21 @@ def _is_candidate_safe(p: Processor) -> bool:
 
 
 def _candidate_plan(logits: list[tuple[Processor, int]], selector_index: int, selector: Selector):
-    """(prefix, producer, suffix) when the chain can run on top-k candidates, else None."""
+    """(prefix, producer, suffix) when the chain can run on candidates, else None. The producer
+    is the first processor that can give them: a top-k whose prefix commutes with it (the
+    prefix then runs on the candidates only), or a filter that finds its own candidates
+    (``filter_candidates``; the prefix runs on the whole vocabulary first)."""
     if _trait(selector, "select_candidates", "select") is None:
         return None
-    at = next((n for n, (p, _) in enumerate(logits) if _trait(p, "keeps_top") is not None), None)
-    if at is None:
-        return None
-    prefix, producer, suffix = logits[:at], logits[at], logits[at + 1:]
-    if not all(_trait(p, "commutes_with_top_k") for p, _ in prefix):
-        return None
-    if not all(_is_candidate_safe(p) for p, _ in suffix):
-        return None
-    return prefix, producer, suffix
+    for at, (producer, _) in enumerate(logits):
+        prefix, suffix = logits[:at], logits[at + 1:]
+        if _trait(producer, "keeps_top") is not None:
+            usable = all(_trait(p, "commutes_with_top_k") for p, _ in prefix)
+        else:
+            usable = _trait(producer, "filter_candidates") is not None
+        if usable and all(_is_candidate_safe(p) for p, _ in suffix):
+            return prefix, logits[at], suffix
+    return None
 
 
 def _who(p: Processor) -> str:

@@ -219,6 +219,19 @@ class NoHelp(Processor):
         return scores
 
 
+class CandidatesDisagree(Processor):
+    """Its filter_candidates keeps the two largest logits, its process only the largest."""
+
+    name = "candidates_disagree"
+    is_filter = True
+
+    def filter_candidates(self, input_ids, scores, ctx):
+        return scores.topk(min(2, scores.shape[-1]), dim=-1)
+
+    def process(self, input_ids, scores, ctx):
+        return scores.masked_fill(scores < scores.amax(dim=-1, keepdim=True), float("-inf"))
+
+
 BROKEN = [
     (WritesInput, "input not written"),
     (ChangesDtype, "dtype kept"),
@@ -234,6 +247,7 @@ BROKEN = [
     (UndeclaredHistory, "declares needs_history=False"),
     (PicksMaskedToken, "selector picks a finite logit"),
     (NoHelp, "no help text"),
+    (CandidatesDisagree, "filter_candidates agrees with process"),
 ]
 
 

@@ -96,10 +96,22 @@ def test_the_candidate_fast_path_is_taken_without_ties_and_left_with_them(monkey
 
 
 def test_chains_that_do_not_qualify_run_densely():
-    for specs in ([("top_p", {"p": 0.9}), ("multinomial", {})],  # no top-k
+    for specs in ([("min_p", {"p": 0.1}), ("multinomial", {})],  # no top-k, no top-p
                   [("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("multinomial", {})],
                   [("top_k", {"k": 5}), ("logit_bias", {"bias": {3: 1.0}}), ("multinomial", {})]):
         assert _chain(specs, True).start(1)._plan is None, specs
+
+
+def test_a_top_p_finds_its_own_candidates_after_any_prefix():
+    """top_p needs no top-k: it finds its nucleus among the most probable tokens itself, after
+    processors that run on the whole vocabulary (a penalty, a top-k that does not commute)."""
+    for specs, producer in (([("top_p", {"p": 0.9}), ("multinomial", {})], "top_p"),
+                            ([("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
+                              ("multinomial", {})], "top_p"),
+                            ([("temperature", {"value": 0.7}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
+                              ("multinomial", {})], "top_k")):
+        plan = _chain(specs, True).start(1)._plan
+        assert plan is not None and plan[1][0].name == producer, specs
 
 
 def test_a_subclass_overriding_process_is_not_trusted_with_its_parents_fast_path_traits():

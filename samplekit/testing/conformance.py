@@ -26,7 +26,9 @@ checks, on inputs drawn by hypothesis (-inf entries, ties, ±1e4, float32 and bf
   output), ``is_filter`` (each output logit equals the input or is -inf), ``vocab_symmetric``
   (permuting the vocabulary, and the token ids of the history with it, permutes the output;
   random selectors are compared in distribution), ``needs_history=False`` (the output does not
-  depend on ``input_ids``), ``stateful=False`` (no ``accept``).
+  depend on ``input_ids``), ``stateful=False`` (no ``accept``);
+- ``filter_candidates`` (the chain's candidate path, see ``TopP``), when the processor has it:
+  whenever it returns candidates, they rebuild exactly what ``process`` returns.
 """
 
 from __future__ import annotations
@@ -447,6 +449,18 @@ def _check_traits(p: Processor, case: _Case, who: str, data) -> None:
                 r, c = ok.logical_not().nonzero()[0].tolist()
                 _fail(who, "declares is_filter", f"but row {r}, token {c} changed from {scores[r, c].item()} "
                       f"to {out[r, c].item()}; a filter only sets logits to -inf")
+        finder = getattr(p, "filter_candidates", None)
+        if callable(finder):
+            ctx = _context(case, None)
+            ctx.state = p.start(case.batch, ctx)
+            found = finder(case.ids, scores.clone(), ctx)
+            if found is not None:
+                values, indices = found
+                rebuilt = torch.full_like(scores, float("-inf")).scatter(-1, indices, values)
+                if not _same(rebuilt, out):
+                    _fail(who, "filter_candidates agrees with process", f"its candidates {indices.tolist()} "
+                          f"with values {values.tolist()} rebuild {rebuilt.tolist()}, but process gives "
+                          f"{out.tolist()}")
     elif p.stage is Stage.SELECTOR and p.keeps_argmax:
         picked = scores.gather(-1, out[:, None]).squeeze(-1)
         if (picked != scores.amax(dim=-1)).any():
