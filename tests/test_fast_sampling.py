@@ -156,7 +156,7 @@ def test_generators_passed_in_are_drawn_only_as_numbers_are_asked_for():
 
 
 @settings(max_examples=200, deadline=None)
-@given(seed=st.integers(0, 2**16), vocab=st.sampled_from([40, 300, 5000]), scale=st.sampled_from([1.0, 4.0, 12.0]),
+@given(seed=st.integers(0, 2**16), vocab=st.sampled_from([40, 1000, 5000]), scale=st.sampled_from([1.0, 4.0, 12.0]),
        p=st.floats(0.05, 0.999), keep=st.integers(1, 3), rounded=st.booleans(), masked=st.booleans())
 def test_top_p_candidates_keep_exactly_what_the_dense_top_p_keeps(seed, vocab, scale, p, keep, rounded, masked):
     """Whenever top_p finds its nucleus among the most probable tokens, scattering its
@@ -185,6 +185,7 @@ def test_top_p_finds_a_small_nucleus_and_declines_a_wide_one():
     values, indices = TopP(p=0.9).filter_candidates(None, peaked, None)
     assert values.shape == indices.shape == (2, 64) and bool(torch.isfinite(values).any(-1).all())
     assert TopP(p=0.9).filter_candidates(None, flat, None) is None  # beyond the top 1024: sort instead
+    assert TopP(p=0.9).filter_candidates(None, peaked[:, :400], None) is None  # 64 > 400 / 8: sort
     assert TopP(p=1.0).filter_candidates(None, peaked, None) is None  # a no-op has nothing to find
 
 

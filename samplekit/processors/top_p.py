@@ -42,35 +42,41 @@ class TopP(Processor):
 
     # filter_candidates: how many of the most probable tokens to try, and how close to the cut a
     # cumulative probability may come before the float32 dense result could differ.
-    CANDIDATE_TRIES = (64, 1024)
+    CANDIDATE_TRIES = (64, 256, 1024)
     MARGIN = 1e-5
 
     def filter_candidates(self, input_ids, scores, ctx):
         """``process`` without sorting the vocabulary, when the nucleus is small: the chain's
         candidate path (samplekit.chain). Returns ``(values, indices)`` ``[B, m]``: every token
         ``process`` keeps is among them, with the value ``process`` gives it (-inf if removed),
-        and every other token is one ``process`` removes. Returns None, and the chain runs
-        ``process``, when the nucleus is not within the top 1024 tokens (nor a third of the
-        vocabulary), or a cumulative probability lies within ``MARGIN`` of ``1 - p``."""
-        if self.p == 1.0:
-            return None
+        and every other token is one ``process`` removes. It tries the top 64, 256 and 1024
+        tokens (never more than an eighth of the vocabulary), each only when a bound says it
+        can hold the nucleus. Returns None, and the chain runs ``process``, when none does, or
+        a cumulative probability lies within ``MARGIN`` of ``1 - p``."""
         vocab = scores.shape[-1]
+        tries = [m for m in self.CANDIDATE_TRIES if m + 1 <= vocab // 8 and m >= self.min_tokens_to_keep]
+        if self.p == 1.0 or not tries:
+            return None
         cut = 1.0 - self.p
         row_max = scores.amax(dim=-1, keepdim=True)  # (B, 1)
         total = (scores - row_max).exp_().sum(dim=-1, keepdim=True, dtype=torch.float64)  # NaN: all -inf
-        for m in self.CANDIDATE_TRIES:
-            if m + 1 > vocab // 3 or m < self.min_tokens_to_keep:
-                return None
+        if bool((total * self.p > tries[-1]).any()):
+            return None  # even that many tokens, each as probable as the top one (1 / total), hold < p
+        for n, m in enumerate(tries):
             values, indices = scores.topk(m + 1, dim=-1)  # (B, m + 1), largest first
             weights = (values[:, :m] - row_max).double().exp_() / total
             tail = 1.0 - weights.sum(dim=-1, keepdim=True)  # the mass outside the top m
             cumulative = weights.flip(-1).cumsum_(dim=-1).add_(tail)  # least probable first
             nearest = (cumulative - cut).abs_().amin(dim=-1, keepdim=True)
-            rows = torch.cat([tail, nearest, values[:, m - 1:m + 1].double()], dim=-1).tolist()
-            if any(t != t or near <= self.MARGIN or abs(t - cut) <= self.MARGIN for t, near, _, _ in rows):
+            rows = torch.cat([tail, nearest, weights[:, m - 1:m], values[:, m - 1:m + 1].double()], dim=-1).tolist()
+            if any(t != t or near <= self.MARGIN or abs(t - cut) <= self.MARGIN for t, near, *_ in rows):
                 return None  # an all -inf row, or a decision too close to call
-            if any(t > cut or (last == nxt and last != _NEG_INF) for t, _, last, nxt in rows):
-                continue  # the nucleus reaches past the top m, or a tie straddles the m-th place
+            if any(t > cut or (last == nxt and last != _NEG_INF) for t, _, _, last, nxt in rows):
+                # the nucleus reaches past the top m, or a tie straddles the m-th place: try more
+                # tokens, unless even the next try, each as probable as the m-th, holds < p
+                if n + 1 == len(tries) or any(1.0 - t + (tries[n + 1] - m) * q < self.p for t, _, q, _, _ in rows):
+                    return None
+                continue
             removed = (cumulative <= cut).sum(dim=-1, keepdim=True).clamp_(max=m - self.min_tokens_to_keep)
             top = values[:, :m]
             threshold = top.flip(-1).gather(-1, removed)  # the least probable kept logit
