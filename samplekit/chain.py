@@ -153,6 +153,8 @@ class ChainRun:
         self._verified = False
         self._plan = None if chain.checked or not chain.candidates else _candidate_plan(
             self._logits, self._selector_index, chain.selector)
+        # the plan's producer finds its own candidates (filter_candidates) rather than keeping a top-k
+        self._finds_own = self._plan is not None and _trait(self._plan[1][0], "keeps_top") is None
 
     @property
     def step(self) -> int:
@@ -209,7 +211,7 @@ class ChainRun:
         """The candidate fast path (module docstring); None when this step must run densely."""
         prefix, (producer, p_index), suffix = self._plan
         ctx, states = self.ctx, self.states
-        if _trait(producer, "keeps_top") is None:  # a filter that finds its own candidates
+        if self._finds_own:
             for p, i in prefix:
                 ctx.state = states[i]
                 scores = p.process(input_ids, scores, ctx)
