@@ -19,7 +19,9 @@ only k logits are finite, and sampling among them is exact. So when a chain hold
    (its ``process`` on the candidate logits ``[B, k]`` equals the dense result restricted to
    them: it reads only the finite logits' values, not token ids, the vocabulary size or the
    -inf entries);
-5. the selector's ``select_candidates(input_ids, values, indices, ctx)``.
+5. the selector's ``select_candidates(input_ids, values, indices, ctx)``, never with a row of
+   only -inf: the chain reads each row's maximum with the tie check (step 3), and checks again
+   after processors of step 4, raising the same error naming the empty rows.
 
 A filter whose kept set depends on the whole row (top-p: the nucleus's mass) can find its own
 candidates instead: ``filter_candidates(input_ids, scores, ctx) -> (values, indices) | None``
@@ -48,7 +50,7 @@ import torch
 
 from samplekit.errors import ConfigError, GenerationError, ProcessorContractError
 from samplekit.processor import Processor, RowRandom, Selector, Stage, StepContext
-from samplekit.processors.selectors import EmptyRowError
+from samplekit.processors.selectors import EmptyRowError, check_rows_not_empty
 
 CHECKED_ENV = "SAMPLEKIT_CHECKED"
 
@@ -155,6 +157,7 @@ class ChainRun:
             self._logits, self._selector_index, chain.selector)
         # the plan's producer finds its own candidates (filter_candidates) rather than keeping a top-k
         self._finds_own = self._plan is not None and _trait(self._plan[1][0], "keeps_top") is None
+        self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
 
     @property
     def step(self) -> int:
@@ -221,7 +224,7 @@ class ChainRun:
                 return self._select_dense(input_ids, scores, self._logits[len(prefix):])
             values, indices = found
             indices, order = indices.sort(dim=-1)
-            return self._select_among(input_ids, values.gather(-1, order), indices, suffix)
+            return self._select_among(input_ids, values.gather(-1, order), indices, suffix, checked=False)
         k = producer.keeps_top(scores.shape[-1])
         if k is None or k + 1 > scores.shape[-1]:
             return None
@@ -229,19 +232,30 @@ class ChainRun:
         for p, i in prefix:
             ctx.state = states[i]
             values = p.process(input_ids, values, ctx)
-        for kth, nxt in values[:, k - 1:k + 1].tolist():
-            if kth == nxt and kth != _NEG_INF:
-                return None  # a tie across the k-th place: the dense top-k keeps it
+        # one read: each row's maximum (the prefix keeps the order), k-th and (k+1)-th values
+        columns = self._columns.get(k)
+        if columns is None:
+            columns = self._columns[k] = torch.tensor([0, k - 1, k], device=values.device)
+        picked = values.index_select(-1, columns).tolist()
+        empty = [r for r, (top, _, _) in enumerate(picked) if top == _NEG_INF]
+        if empty:
+            raise EmptyRowError(empty)
+        if any(kth == nxt and kth != _NEG_INF for _, kth, nxt in picked):
+            return None  # a tie across the k-th place: the dense top-k keeps it
         indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
-        return self._select_among(input_ids, values.gather(-1, order), indices, suffix)
+        return self._select_among(input_ids, values.gather(-1, order), indices, suffix, checked=True)
 
-    def _select_among(self, input_ids, values, indices, suffix) -> torch.Tensor:
-        """The processors after the producer, then the selector, on candidates in token-id order."""
+    def _select_among(self, input_ids, values, indices, suffix, checked: bool) -> torch.Tensor:
+        """The processors after the producer, then the selector, on candidates in token-id order.
+        ``select_candidates`` is promised no row of only -inf: unless ``checked`` (the rows held a
+        finite value) and no processor ran since, the rows are checked here."""
         ctx, states = self.ctx, self.states
         for p, i in suffix:
             ctx.state = states[i]
             special = getattr(p, "process_candidates", None)
             values = special(input_ids, values, indices, ctx) if special else p.process(input_ids, values, ctx)
+        if suffix or not checked:
+            check_rows_not_empty(values.amax(dim=-1))
         ctx.state = states[self._selector_index]
         return self.chain.selector.select_candidates(input_ids, values, indices, ctx)
 

@@ -211,3 +211,50 @@ def test_a_wide_nucleus_runs_the_processors_before_top_p_once(monkeypatch):
     for _ in range(3):
         run.select(torch.zeros(2, 1, dtype=torch.long), flat)
     assert len(calls) == 3
+
+
+_LARGEST_BELOW_ONE = 1.0 - 2.0 ** -24  # the largest uniform a CPU generator draws
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(st.lists(st.floats(-200.0, 50.0, width=32) | st.just(float("-inf")), min_size=1, max_size=20),
+                     min_size=1, max_size=4),
+       u=st.floats(0.0, 1.0, exclude_max=True, width=32) | st.just(_LARGEST_BELOW_ONE))
+def test_a_cpu_uniform_needs_no_clamp_below_the_total(rows, u):
+    """For any weights whose total is at least 1 (the row maximum adds exp(0)) and any uniform a
+    CPU generator can draw, the search without the clamp finds the clamped search's position,
+    never one past the last token of non-zero weight."""
+    from samplekit.processors.selectors import _search, _unnormalised_cdf
+
+    n = max(map(len, rows))
+    values = torch.tensor([r + [float("-inf")] * (n - len(r)) for r in rows])
+    values[:, 0] = torch.where(torch.isneginf(values[:, 0]), 0.0, values[:, 0])  # a finite maximum
+    cdf = _unnormalised_cdf(values, values.amax(-1, keepdim=True))
+    draws = torch.full((len(rows), 1), u, dtype=torch.float32)
+    assert torch.equal(_search(cdf, draws, clamp=False), _search(cdf, draws, clamp=True))
+
+
+def test_a_row_emptied_after_the_top_k_is_an_error_naming_it():
+    """The candidate path promises select_candidates no empty row: a processor after the top-k
+    that masks a whole row is caught there, with the dense path's message."""
+    from samplekit.processor import Processor
+
+    class DropsRowOne(Processor):
+        name = "drops_row_one"
+        candidate_safe = True
+
+        def process(self, input_ids, scores, ctx):
+            out = scores.clone()
+            out[1] = float("-inf")
+            return out
+
+    registry_chain = _chain([("top_k", {"k": 3}), ("multinomial", {})])
+    chain = Chain([*registry_chain.processors[:1], DropsRowOne(), registry_chain.processors[-1]])
+    run = chain.start(3, seeds=[0, 1, 2])
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    with pytest.raises(GenerationError, match=r"row\(s\) \[1\]"):
+        run.select(ids, torch.randn(3, 10))  # step 0: dense
+    run = chain.start(3, seeds=[0, 1, 2])
+    run._verified = True  # the candidate path from the first step
+    with pytest.raises(GenerationError, match=r"row\(s\) \[1\]"):
+        run.select(ids, torch.randn(3, 10))

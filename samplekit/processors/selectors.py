@@ -66,13 +66,13 @@ class Multinomial(Selector):
         return _search(cdf, ctx.random.uniform(1, scores.device)).squeeze(-1)
 
     def select_candidates(self, input_ids, values, indices, ctx):
-        """The chain's candidate fast path: ``values``/``indices`` ``[B, n]`` in token-id order.
-        The CDF then adds the same non-zero terms in the same order as over the whole vocabulary,
-        so the same uniform draws the same token (up to last-bit rounding, see samplekit.chain)."""
-        row_max = values.amax(dim=-1, keepdim=True)  # (B, 1)
-        check_rows_not_empty(row_max)
-        cdf = _unnormalised_cdf(values, row_max)
-        return indices.gather(-1, _search(cdf, ctx.random.uniform(1, values.device))).view(-1)
+        """The chain's candidate fast path: ``values``/``indices`` ``[B, n]`` in token-id order,
+        every row holding a finite value (the chain checks). The CDF then adds the same non-zero
+        terms in the same order as over the whole vocabulary, so the same uniform draws the same
+        token (up to last-bit rounding, see samplekit.chain)."""
+        cdf = _unnormalised_cdf(values, values.amax(dim=-1, keepdim=True))
+        u = ctx.random.uniform(1, values.device)
+        return indices.gather(-1, _search(cdf, u, clamp=u.device.type != "cpu")).view(-1)
 
 
 def _unnormalised_cdf(scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tensor:
@@ -80,11 +80,18 @@ def _unnormalised_cdf(scores: torch.Tensor, row_max: torch.Tensor) -> torch.Tens
     return (scores - row_max).float().exp_().cumsum_(dim=-1)
 
 
-def _search(cdf: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``[B, 1]`` positions: the first column whose running sum exceeds ``u * total``. The
-    target is kept below the total, so the last token of non-zero weight is the furthest."""
+def _search(cdf: torch.Tensor, u: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+    """``[B, 1]`` positions: the first column whose running sum exceeds ``u * total``; so the
+    last token of non-zero weight is the furthest, the target must stay below the total.
+
+    ``clamp`` keeps it there. Without it, that holds when ``u`` comes from a CPU generator and
+    the total is at least 1 (the row's maximum adds exp(0) = 1): such a ``u`` is a multiple of
+    2^-24 below 1, and ``u * total`` then lies more than half a float32 spacing below the total,
+    so rounding cannot reach it."""
     total = cdf[:, -1:]
-    target = torch.minimum(u * total, torch.nextafter(total, total.new_zeros(())))
+    target = u * total
+    if clamp:
+        target = torch.minimum(target, torch.nextafter(total, total.new_zeros(())))
     return torch.searchsorted(cdf, target, right=True)
 
 
