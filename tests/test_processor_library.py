@@ -416,6 +416,22 @@ def test_banned_strings_blocks_every_completion_in_a_generation(enc):
     assert b"say hel" in out_bytes and b"hello" not in out_bytes
 
 
+def test_banned_strings_builds_its_tables_once_per_tokenizer_and_end_of_text_ids(enc, monkeypatch):
+    """The byte tables cost a pass over the vocabulary: later generations with the same
+    tokenizer and end-of-text ids reuse them and ban exactly the same tokens."""
+    from samplekit.processors import logit_bias
+
+    built = []
+    original = logit_bias.token_bytes
+    monkeypatch.setattr(logit_bias, "token_bytes", lambda *a: built.append(1) or original(*a))
+    processor = BannedStrings(strings=[" hello"])
+    ids = torch.tensor([enc.encode(" hello")[:-1]])
+    outs = [run(processor, ids, torch.zeros(1, TINY_VOCAB_SIZE), tokenizer=enc, eos_token_ids=eos)
+            for eos in ((TINY_EOT,), (TINY_EOT,), ())]
+    assert len(built) == 2  # the second generation reused the first one's tables
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
 def test_banned_strings_needs_a_tokenizer():
     with pytest.raises(ParameterError, match="'bad' needs a tokenizer"):
         BannedStrings(strings=["bad"])(torch.tensor([[1]]), torch.zeros(1, 10))

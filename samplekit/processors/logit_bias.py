@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -169,7 +170,8 @@ class BannedStrings(_TokenProcessor):
     then must be continued differently (no backtracking). Special tokens (and
     ``ctx.eos_token_ids``) never complete a string and break the text. A string already in the
     prompt is not undone. Needs ``ctx.tokenizer`` (a tiktoken encoding, or any object with
-    ``decode``); building the byte table at start costs one pass over the vocabulary.
+    ``decode``); building the byte table costs one pass over the vocabulary, once per tokenizer
+    (later generations with the same tokenizer reuse it).
     """
 
     name = "banned_strings"
@@ -181,6 +183,7 @@ class BannedStrings(_TokenProcessor):
         super().__init__(**values)
         if any(s == "" for s in self.strings):
             raise ParameterError(f"{self.name}.strings: '' is not allowed; expected non-empty strings")
+        self._built: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> eos -> tables
 
     def start(self, batch_size, ctx):
         if not self.strings:
@@ -188,7 +191,19 @@ class BannedStrings(_TokenProcessor):
         if ctx.tokenizer is None:
             raise ParameterError(f"{self.name}.strings: {self.strings[0]!r} needs a tokenizer to be matched, "
                                  "and this generation has none; use banned_tokens with token ids instead")
-        table = token_bytes(ctx.tokenizer, set(ctx.eos_token_ids))
+        # The tables depend only on the tokenizer and the end-of-text ids: built once per pair and
+        # shared (read-only) by every generation that follows.
+        eos = tuple(sorted(ctx.eos_token_ids))
+        try:
+            built = self._built.setdefault(ctx.tokenizer, {})
+        except TypeError:  # a tokenizer that cannot be weakly referenced: build every time
+            built = {}
+        if eos not in built:
+            built[eos] = self._build(ctx.tokenizer, set(eos))
+        return built[eos]
+
+    def _build(self, tokenizer, eos: set[int]) -> dict:
+        table = token_bytes(tokenizer, eos)
         by_first: dict[int, list[int]] = {}
         for i, b in enumerate(table):
             if b:
