@@ -158,6 +158,7 @@ class ChainRun:
         # the plan's producer finds its own candidates (filter_candidates) rather than keeping a top-k
         self._finds_own = self._plan is not None and _trait(self._plan[1][0], "keeps_top") is None
         self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
+        self._native = _native_sampler(self._plan, chain.selector) if self._plan and not self._finds_own else None
 
     @property
     def step(self) -> int:
@@ -228,6 +229,9 @@ class ChainRun:
         k = producer.keeps_top(scores.shape[-1])
         if k is None or k + 1 > scores.shape[-1]:
             return None
+        if self._native is not None and scores.device.type == "cpu" and scores.dtype == torch.float32 \
+                and scores.stride(-1) == 1:
+            return self._native_select(scores, k)
         values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first
         for p, i in prefix:
             ctx.state = states[i]
@@ -244,6 +248,17 @@ class ChainRun:
             return None  # a tie across the k-th place: the dense top-k keeps it
         indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
         return self._select_among(input_ids, values.gather(-1, order), indices, suffix, checked=True)
+
+    def _native_select(self, scores: torch.Tensor, k: int) -> torch.Tensor | None:
+        """The candidate path in the C kernel (samplekit.native): same tokens, one call per phase."""
+        sampler, temperature = self._native
+        found = sampler.select(scores, k, temperature)
+        if found >= 0:
+            if found % 2:  # a row of only -inf: name every such row, as the tensor path does
+                check_rows_not_empty(scores.amax(dim=-1))
+            return None  # a tie at the k-th place: the dense top-k keeps it
+        self.ctx.state = self.states[self._selector_index]
+        return sampler.draw(k, temperature, self.ctx.random.uniform(1))
 
     def _select_among(self, input_ids, values, indices, suffix, checked: bool) -> torch.Tensor:
         """The processors after the producer, then the selector, on candidates in token-id order.
@@ -329,6 +344,28 @@ def _candidate_plan(logits: list[tuple[Processor, int]], selector_index: int, se
         if usable and all(_is_candidate_safe(p) for p, _ in suffix):
             return prefix, logits[at], suffix
     return None
+
+
+def _native_sampler(plan, selector: Selector):
+    """``(TopKSampler, temperature)`` when the plan is exactly temperature (T > 0, at most one)
+    -> top_k -> multinomial and the C kernel is available (samplekit.native), else None."""
+    from samplekit.processors.selectors import Multinomial
+    from samplekit.processors.temperature import Temperature
+    from samplekit.processors.top_k import TopK
+
+    prefix, (producer, _), suffix = plan
+    if type(producer) is not TopK or suffix or type(selector) is not Multinomial or len(prefix) > 1:
+        return None
+    temperature = 1.0
+    if prefix:
+        p = prefix[0][0]
+        if type(p) is not Temperature or p.value <= 0:
+            return None
+        temperature = p.value
+    from samplekit import native
+
+    lib = native.library()
+    return None if lib is None else (native.TopKSampler(lib), temperature)
 
 
 def _who(p: Processor) -> str:

@@ -20,17 +20,38 @@ def _chain(specs, candidates: bool = True) -> Chain:
     return Chain([registry.create(name, dict(values)) for name, values in specs], candidates=candidates)
 
 
+@pytest.fixture(params=["tensors", "native"])
+def kernel(request, monkeypatch):
+    """Runs a test twice: on the candidate path's tensor operations and on the C kernel
+    (samplekit.native; skipped where it cannot be built)."""
+    from samplekit import native
+
+    if request.param == "tensors":
+        monkeypatch.setattr(native, "library", lambda: None)
+    elif native.library() is None:
+        pytest.skip("the C kernel cannot be built here (no C compiler, or SAMPLEKIT_NATIVE=0)")
+    return request.param
+
+
 @pytest.fixture
-def candidate_steps(monkeypatch):
-    """Counts the steps whose multinomial draw ran on the candidates."""
+def candidate_steps(monkeypatch, kernel):
+    """Counts the steps whose multinomial draw ran on the candidates (tensors or C kernel)."""
+    from samplekit import native
+
     seen = []
     original = Multinomial.select_candidates
+    original_draw = native.TopKSampler.draw
 
     def counted(self, input_ids, values, indices, ctx):
         seen.append(values.shape)
         return original(self, input_ids, values, indices, ctx)
 
+    def counted_draw(self, k, temperature, uniforms):
+        seen.append((self.size[0], k))
+        return original_draw(self, k, temperature, uniforms)
+
     monkeypatch.setattr(Multinomial, "select_candidates", counted)
+    monkeypatch.setattr(native.TopKSampler, "draw", counted_draw)
     return seen
 
 
@@ -68,7 +89,7 @@ def test_candidate_selection_after_processors_that_follow_the_top_k(candidate_st
     assert candidate_steps or selector == "greedy"
 
 
-def test_many_random_rows_agree_with_the_dense_path():
+def test_many_random_rows_agree_with_the_dense_path(kernel):
     _compare([("temperature", {"value": 0.8}), ("top_k", {"k": 50}), ("multinomial", {})], 300, 400, 20, seed=6)
     _compare([("top_k", {"k": 3}), ("multinomial", {})], 300, 12, 20, seed=7, ties=True)
 
@@ -105,7 +126,7 @@ def test_rows_with_fewer_finite_logits_than_k_never_draw_minus_inf(candidate_ste
     assert candidate_steps
 
 
-def test_a_seeded_row_draws_the_same_alone_or_in_a_batch():
+def test_a_seeded_row_draws_the_same_alone_or_in_a_batch(kernel):
     specs = [("temperature", {"value": 0.8}), ("top_k", {"k": 40}), ("multinomial", {})]
     generator = torch.Generator().manual_seed(8)
     steps = [torch.randn(5, 100, generator=generator) * 2 for _ in range(30)]

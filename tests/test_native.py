@@ -1,0 +1,137 @@
+"""The optional C kernel (samplekit.native) draws the candidate path's tokens, and samplekit works
+the same without it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from samplekit import native
+from samplekit.chain import Chain
+from samplekit.processors.selectors import _search, _unnormalised_cdf
+
+needs_kernel = pytest.mark.skipif(native.library() is None,
+                                  reason="the C kernel cannot be built here (no C compiler, or SAMPLEKIT_NATIVE=0)")
+LARGEST_BELOW_ONE = 1.0 - 2.0 ** -24
+
+
+def tensor_path(scores: torch.Tensor, k: int, temperature: float, u: torch.Tensor):
+    """The chain's candidate path in tensor operations: None where it falls back (a tie at the
+    k-th place or a row of only -inf), else the tokens and the CDFs it searched."""
+    values, indices = scores.topk(k + 1, dim=-1)
+    if temperature != 1.0:
+        values = values / temperature
+    if bool(torch.isneginf(values[:, 0]).any()):
+        return None
+    if any(a == b and a != float("-inf") for a, b in values[:, k - 1:k + 1].tolist()):
+        return None
+    indices, order = indices[:, :k].sort(dim=-1)
+    values = values.gather(-1, order)
+    cdf = _unnormalised_cdf(values, values.amax(-1, keepdim=True))
+    return indices.gather(-1, _search(cdf, u)).view(-1), cdf, indices
+
+
+@needs_kernel
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**16), rows=st.integers(1, 4), vocab=st.sampled_from([7, 60, 700, 5000]),
+       k=st.integers(1, 60), temperature=st.sampled_from([1.0, 0.7, 1.3]), scale=st.sampled_from([0.5, 3.0, 20.0]),
+       rounded=st.booleans(), masked=st.booleans(), top_uniform=st.booleans())
+def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperature, scale, rounded, masked,
+                                                  top_uniform):
+    """For any scores (ties, -inf, rows with fewer finite scores than k) the kernel falls back
+    exactly when the tensor path does, and otherwise draws the same token for the same uniform,
+    unless the uniform lands within float rounding of a CDF step (C's expf and torch's exp may
+    differ in the last bit)."""
+    k = min(k, vocab - 1)
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, vocab, generator=generator) * scale
+    if rounded:
+        scores = scores.round()
+    if masked:
+        scores[0, : vocab - 2] = float("-inf")
+    u = torch.rand(rows, 1, generator=generator)
+    if top_uniform:
+        u[0] = LARGEST_BELOW_ONE
+    expected = tensor_path(scores, k, temperature, u)
+    sampler = native.TopKSampler(native.library())
+    found = sampler.select(scores, k, temperature)
+    assert (found >= 0) == (expected is None)
+    if expected is None:
+        return
+    tokens = sampler.draw(k, temperature, u)
+    want, cdf, ids = expected
+    assert tokens.dtype == torch.long and tokens.shape == (rows,)
+    for r in range(rows):
+        if tokens[r] != want[r]:
+            total = cdf[r, -1].item()
+            steps = [cdf[r, (ids[r] == t).nonzero().item()].item() for t in (tokens[r], want[r])]
+            assert min(abs(s - u[r].item() * total) for s in steps) <= 1e-5 * total
+
+
+@needs_kernel
+def test_the_kernel_reads_rows_with_a_stride():
+    base = torch.randn(3, 2, 100, generator=torch.Generator().manual_seed(1))
+    scores = base[:, -1]  # rows 200 apart, as the engine's last-position logits
+    sampler = native.TopKSampler(native.library())
+    u = torch.rand(3, 1, generator=torch.Generator().manual_seed(2))
+    assert sampler.select(scores, 5, 0.8) == -1
+    want, _, _ = tensor_path(scores.contiguous(), 5, 0.8, u)
+    assert torch.equal(sampler.draw(5, 0.8, u), want)
+
+
+@needs_kernel
+def test_only_the_exact_chain_runs_on_the_kernel():
+    from samplekit.processors.temperature import Temperature
+
+    class Cooler(Temperature):
+        name = "cooler"
+
+    def uses_kernel(*specs) -> bool:
+        return Chain.from_names(*specs).start(1)._native is not None
+
+    assert uses_kernel(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial")
+    assert uses_kernel(("top_k", {"k": 5}), "multinomial")
+    assert not uses_kernel(("temperature", {"value": 0.0}), ("top_k", {"k": 5}), "multinomial")
+    assert not uses_kernel(("top_k", {"k": 5}), ("top_p", {"p": 0.9}), "multinomial")
+    assert not uses_kernel(("top_k", {"k": 5}), "greedy")
+    assert not uses_kernel(("temperature", {"value": 0.8}), ("temperature", {"value": 0.9}), ("top_k", {"k": 5}),
+                           "multinomial")
+    chain = Chain([Cooler(value=0.8), *Chain.from_names(("top_k", {"k": 5}), "multinomial").processors])
+    assert chain.start(1)._native is None
+
+
+def test_the_kernel_builds_once_into_the_cache_folder(tmp_path, monkeypatch):
+    if native.library() is None:
+        pytest.skip("no C compiler here")
+    monkeypatch.setenv("SAMPLEKIT_CACHE_DIR", str(tmp_path))
+    built = native.build()
+    assert built.parent == tmp_path and built.is_file()
+    stamp = built.stat().st_mtime_ns
+    assert native.build() == built and built.stat().st_mtime_ns == stamp  # not compiled again
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no scratch left behind
+
+
+def test_without_a_compiler_the_build_fails_clearly_and_samplekit_keeps_to_tensors(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAMPLEKIT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises((OSError, subprocess.SubprocessError)):
+        native.build()
+    monkeypatch.setattr(native, "_library", native._UNLOADED)
+    assert native.library() is None
+    run = Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial").start(2, seeds=[0, 1])
+    assert run._native is None
+    ids = torch.zeros(2, 1, dtype=torch.long)
+    for _ in range(3):
+        assert run.select(ids, torch.randn(2, 50)).shape == (2,)
+    monkeypatch.setattr(native, "_library", native._UNLOADED)  # the next test loads it again
+
+
+def test_samplekit_native_0_turns_the_kernel_off(monkeypatch):
+    monkeypatch.setenv("SAMPLEKIT_NATIVE", "0")
+    monkeypatch.setattr(native, "_library", native._UNLOADED)
+    assert native.library() is None
+    monkeypatch.setattr(native, "_library", native._UNLOADED)
