@@ -100,7 +100,7 @@ class TopKSampler:
         if self.size != (rows, k, vocab):
             self.candidates = torch.empty(rows * (k + 1) * _CANDIDATE_BYTES, dtype=torch.uint8)
             self.work = torch.empty(vocab * _CANDIDATE_BYTES, dtype=torch.uint8)
-            self.block_max = torch.empty(-(-vocab // 16), dtype=torch.float32)
+            self.block_max = torch.empty(vocab, dtype=torch.float32)
             self.top = torch.empty(rows, dtype=torch.float32)
             self.cdf = torch.empty(k, dtype=torch.float32)
             self.size = (rows, k, vocab)
