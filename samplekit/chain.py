@@ -251,14 +251,12 @@ class ChainRun:
 
     def _native_select(self, scores: torch.Tensor, k: int) -> torch.Tensor | None:
         """The candidate path in the C kernel (samplekit.native): same tokens, one call per phase."""
-        sampler, temperature = self._native
-        found = sampler.select(scores, k, temperature)
+        found = self._native.select(scores, k)
         if found >= 0:
             if found % 2:  # a row of only -inf: name every such row, as the tensor path does
                 check_rows_not_empty(scores.amax(dim=-1))
             return None  # a tie at the k-th place: the dense top-k keeps it
-        self.ctx.state = self.states[self._selector_index]
-        return sampler.draw(k, temperature, self.ctx.random.uniform(1))
+        return self._native.draw(k, self.ctx.random.uniform(1))
 
     def _select_among(self, input_ids, values, indices, suffix, checked: bool) -> torch.Tensor:
         """The processors after the producer, then the selector, on candidates in token-id order.
@@ -347,7 +345,7 @@ def _candidate_plan(logits: list[tuple[Processor, int]], selector_index: int, se
 
 
 def _native_sampler(plan, selector: Selector):
-    """``(TopKSampler, temperature)`` when the plan is exactly temperature (T > 0, at most one)
+    """A ``native.TopKSampler`` when the plan is exactly temperature (T > 0, at most one)
     -> top_k -> multinomial and the C kernel is available (samplekit.native), else None."""
     from samplekit.processors.selectors import Multinomial
     from samplekit.processors.temperature import Temperature
@@ -365,7 +363,7 @@ def _native_sampler(plan, selector: Selector):
     from samplekit import native
 
     lib = native.library()
-    return None if lib is None else (native.TopKSampler(lib), temperature)
+    return None if lib is None else native.TopKSampler(lib, temperature)
 
 
 def _who(p: Processor) -> str:

@@ -74,6 +74,10 @@ class RowRandom:
 
     def _take(self, n: int) -> torch.Tensor:
         """The next ``n`` numbers of each row's stream, from the numbers drawn ahead."""
+        used = self._used
+        if used + n <= self._ahead.shape[1] and n:  # the common case: one step's number
+            self._used = used + n
+            return self._ahead[:, used:used + n]
         parts = []
         while n:
             if self._used == self._ahead.shape[1]:

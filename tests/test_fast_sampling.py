@@ -46,9 +46,9 @@ def candidate_steps(monkeypatch, kernel):
         seen.append(values.shape)
         return original(self, input_ids, values, indices, ctx)
 
-    def counted_draw(self, k, temperature, uniforms):
+    def counted_draw(self, k, uniforms):
         seen.append((self.size[0], k))
-        return original_draw(self, k, temperature, uniforms)
+        return original_draw(self, k, uniforms)
 
     monkeypatch.setattr(Multinomial, "select_candidates", counted)
     monkeypatch.setattr(native.TopKSampler, "draw", counted_draw)

@@ -57,12 +57,12 @@ def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperat
     if top_uniform:
         u[0] = LARGEST_BELOW_ONE
     expected = tensor_path(scores, k, temperature, u)
-    sampler = native.TopKSampler(native.library())
-    found = sampler.select(scores, k, temperature)
+    sampler = native.TopKSampler(native.library(), temperature)
+    found = sampler.select(scores, k)
     assert (found >= 0) == (expected is None)
     if expected is None:
         return
-    tokens = sampler.draw(k, temperature, u)
+    tokens = sampler.draw(k, u)
     want, cdf, ids = expected
     assert tokens.dtype == torch.long and tokens.shape == (rows,)
     for r in range(rows):
@@ -76,11 +76,11 @@ def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperat
 def test_the_kernel_reads_rows_with_a_stride():
     base = torch.randn(3, 2, 100, generator=torch.Generator().manual_seed(1))
     scores = base[:, -1]  # rows 200 apart, as the engine's last-position logits
-    sampler = native.TopKSampler(native.library())
+    sampler = native.TopKSampler(native.library(), 0.8)
     u = torch.rand(3, 1, generator=torch.Generator().manual_seed(2))
-    assert sampler.select(scores, 5, 0.8) == -1
+    assert sampler.select(scores, 5) == -1
     want, _, _ = tensor_path(scores.contiguous(), 5, 0.8, u)
-    assert torch.equal(sampler.draw(5, 0.8, u), want)
+    assert torch.equal(sampler.draw(5, u), want)
 
 
 @needs_kernel

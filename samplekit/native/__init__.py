@@ -7,11 +7,12 @@ first time it is needed, into ``$SAMPLEKIT_CACHE_DIR`` (default ``~/.cache/sampl
 loaded with ctypes. Without a compiler, or with ``SAMPLEKIT_NATIVE=0``, samplekit keeps to the
 tensor operations.
 
-The kernel's arithmetic is the tensor path's: the temperature divides in float32, the running
-sum accumulates in double and rounds to float32 at each step (as ``torch.cumsum`` does on the
-CPU), and the draw is the first candidate whose running sum exceeds ``u * total``. Only the
-exponential differs: C's ``expf`` and torch's vectorised exp disagree in the last bit for about 1%
-of inputs, which changes a draw only when the uniform falls within that of a CDF step.
+It is compiled without floating-point contraction or fast-math (``FLAGS``), so each operation
+rounds as written, and its arithmetic is the tensor path's: the temperature divides in float32,
+the running sum accumulates in double and rounds to float32 at each step (as ``torch.cumsum``
+does on the CPU), and the draw is the first candidate whose running sum exceeds ``u * total``.
+Only the exponential differs: C's ``expf`` and torch's vectorised exp disagree in the last bit
+for about 1% of inputs, which changes a draw only when the uniform falls within that of a step.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("top_k_sample.c")
+FLAGS = ("-O3", "-ffp-contract=off", "-shared", "-fPIC")
 _CANDIDATE_BYTES = 16  # struct {float value; int64_t id;}: 4 + 4 padding + 8
 _UNLOADED = object()
 _library = _UNLOADED
@@ -46,10 +48,11 @@ def enabled() -> bool:
 
 
 def build(directory: Path | None = None) -> Path:
-    """Compile the kernel (once per source, interpreter and platform); return the library's path.
+    """Compile the kernel (once per source, flags, interpreter and platform); return its path.
     Raises OSError or subprocess.CalledProcessError when it cannot be built."""
     code = SOURCE.read_bytes()
-    tag = hashlib.sha256(code + sys.version.encode() + platform.platform().encode()).hexdigest()[:16]
+    described = " ".join((*FLAGS, sys.version, platform.platform())).encode()
+    tag = hashlib.sha256(code + described).hexdigest()[:16]
     directory = directory or cache_dir()
     library = directory / f"top_k_sample-{tag}.so"
     if library.is_file():
@@ -60,8 +63,8 @@ def build(directory: Path | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as scratch:
         built = Path(scratch) / library.name
-        subprocess.run([compiler, "-O3", "-shared", "-fPIC", "-o", str(built), str(SOURCE), "-lm"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run([compiler, *FLAGS, "-o", str(built), str(SOURCE), "-lm"], check=True,
+                       capture_output=True, timeout=120)
         os.replace(built, library)  # atomic: a concurrent build or reader never sees half a file
     return library
 
@@ -89,36 +92,35 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 
 
 class TopKSampler:
-    """Reusable buffers for one generation's calls into the kernel."""
+    """Reusable buffers (and their addresses) for one generation's calls into the kernel."""
 
-    def __init__(self, lib: ctypes.CDLL):
-        self.lib = lib
+    def __init__(self, lib: ctypes.CDLL, temperature: float):
+        self.top_k, self.sample = lib.samplekit_top_k, lib.samplekit_sample
+        self.temperature = temperature
         self.size = (0, 0, 0)
-        self.candidates = self.top = self.cdf = self.work = self.block_max = None
 
     def _buffers(self, rows: int, k: int, vocab: int) -> None:
-        if self.size != (rows, k, vocab):
-            self.candidates = torch.empty(rows * (k + 1) * _CANDIDATE_BYTES, dtype=torch.uint8)
-            self.work = torch.empty(vocab * _CANDIDATE_BYTES, dtype=torch.uint8)
-            self.block_max = torch.empty(vocab, dtype=torch.float32)
-            self.top = torch.empty(rows, dtype=torch.float32)
-            self.cdf = torch.empty(k, dtype=torch.float32)
-            self.size = (rows, k, vocab)
+        self.buffers = [torch.empty(rows * (k + 1) * _CANDIDATE_BYTES, dtype=torch.uint8),  # candidates
+                        torch.empty(rows, dtype=torch.float32),  # each row's maximum / T
+                        torch.empty(vocab * _CANDIDATE_BYTES, dtype=torch.uint8),  # selection work
+                        torch.empty(vocab, dtype=torch.float32),  # block maxima
+                        torch.empty(k, dtype=torch.float32)]  # a row's running sums
+        self.candidates, self.top, self.work, self.block_max, self.cdf = (b.data_ptr() for b in self.buffers)
+        self.size = (rows, k, vocab)
 
-    def select(self, scores: torch.Tensor, k: int, temperature: float) -> int:
+    def select(self, scores: torch.Tensor, k: int) -> int:
         """Find each row's candidates in ``scores`` (float32, CPU, rows contiguous). Returns -1
         when every row is ready for ``draw``, else ``2 * row`` for a tie at the k-th place or
         ``2 * row + 1`` for a row of only -inf (the first such row)."""
         rows, vocab = scores.shape
-        self._buffers(rows, k, vocab)
-        return self.lib.samplekit_top_k(scores.data_ptr(), rows, vocab, scores.stride(0), k, temperature,
-                                        self.candidates.data_ptr(), self.top.data_ptr(),
-                                        self.work.data_ptr(), self.block_max.data_ptr())
+        if self.size != (rows, k, vocab):
+            self._buffers(rows, k, vocab)
+        return self.top_k(scores.data_ptr(), rows, vocab, scores.stride(0), k, self.temperature,
+                          self.candidates, self.top, self.work, self.block_max)
 
-    def draw(self, k: int, temperature: float, uniforms: torch.Tensor) -> torch.Tensor:
+    def draw(self, k: int, uniforms: torch.Tensor) -> torch.Tensor:
         """The tokens ``[B]`` drawn with ``uniforms`` ``[B, 1]`` (float32, CPU) after ``select``."""
-        rows = self.size[0]
-        out = torch.empty(rows, dtype=torch.long)
-        self.lib.samplekit_sample(self.candidates.data_ptr(), self.top.data_ptr(), rows, k, temperature,
-                                  uniforms.data_ptr(), uniforms.stride(0), out.data_ptr(), self.cdf.data_ptr())
+        out = torch.empty(self.size[0], dtype=torch.long)
+        self.sample(self.candidates, self.top, self.size[0], k, self.temperature, uniforms.data_ptr(),
+                    uniforms.stride(0), out.data_ptr(), self.cdf)
         return out
