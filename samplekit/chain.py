@@ -30,6 +30,9 @@ checks this), or None when it cannot tell cheaply. Then the processors before it
 whole vocabulary (any processor may), the filter finds its candidates, and steps 4 and 5
 follow; on None the step continues densely from the filter on.
 
+For exactly temperature -> top_k -> multinomial on the CPU, steps 1 to 5 run in an optional C
+kernel instead (``samplekit.native``), with the same arithmetic and the same fallbacks.
+
 Candidates in token-id order make multinomial's inverse CDF add the same non-zero terms in the
 same order as the dense path, so a seed draws the same token. (Up to rounding: a logit's exp may
 come from the vectorised or the scalar kernel depending on its position, and normalising
@@ -41,6 +44,7 @@ and ``Chain(..., candidates=False)`` use the dense path; ``ChainRun.process`` is
 
 from __future__ import annotations
 
+import ctypes
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -357,7 +361,7 @@ def _native_sampler(plan, selector: Selector):
     temperature = 1.0
     if prefix:
         p = prefix[0][0]
-        if type(p) is not Temperature or p.value <= 0:
+        if type(p) is not Temperature or not ctypes.c_float(p.value).value > 0:  # > 0 in float32 too
             return None
         temperature = p.value
     from samplekit import native
