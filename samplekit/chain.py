@@ -183,10 +183,14 @@ class ChainRun:
 
     def process(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Every logits processor in order; ``scores [B, V]`` in, new ``[B, V]`` out."""
-        ctx = self.ctx
         if self.chain.checked or not self._verified:
             return self._process_checked(input_ids, scores)
-        for p, i in self._logits:
+        return self._apply(self._logits, input_ids, scores)
+
+    def _apply(self, processors, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``processors`` (pairs of processor and chain index) in order, each with its own state."""
+        ctx = self.ctx
+        for p, i in processors:
             ctx.state = self.states[i]
             scores = p.process(input_ids, scores, ctx)
         return scores
@@ -218,13 +222,10 @@ class ChainRun:
     def _select_candidates(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
         """The candidate fast path (module docstring); None when this step must run densely."""
         prefix, (producer, p_index), suffix = self._plan
-        ctx, states = self.ctx, self.states
         if self._finds_own:
-            for p, i in prefix:
-                ctx.state = states[i]
-                scores = p.process(input_ids, scores, ctx)
-            ctx.state = states[p_index]
-            found = producer.filter_candidates(input_ids, scores, ctx)
+            scores = self._apply(prefix, input_ids, scores)
+            self.ctx.state = self.states[p_index]
+            found = producer.filter_candidates(input_ids, scores, self.ctx)
             if found is None:  # finish densely from the producer on (the prefix has run)
                 return self._select_dense(input_ids, scores, self._logits[len(prefix):])
             values, indices = found
@@ -237,9 +238,7 @@ class ChainRun:
                 and scores.stride(-1) == 1:
             return self._native_select(scores, k)
         values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first
-        for p, i in prefix:
-            ctx.state = states[i]
-            values = p.process(input_ids, values, ctx)
+        values = self._apply(prefix, input_ids, values)
         # one read: each row's maximum (the prefix keeps the order), k-th and (k+1)-th values
         columns = self._columns.get(k)
         if columns is None:
@@ -278,12 +277,9 @@ class ChainRun:
 
     def _select_dense(self, input_ids, scores, processors) -> torch.Tensor:
         """``processors`` then the selector, on the whole vocabulary."""
-        ctx = self.ctx
-        for p, i in processors:
-            ctx.state = self.states[i]
-            scores = p.process(input_ids, scores, ctx)
-        ctx.state = self.states[self._selector_index]
-        return self.chain.selector.select(input_ids, scores, ctx)
+        scores = self._apply(processors, input_ids, scores)
+        self.ctx.state = self.states[self._selector_index]
+        return self.chain.selector.select(input_ids, scores, self.ctx)
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Continue with only the rows at indices ``rows`` (finished rows leave the batch)."""
