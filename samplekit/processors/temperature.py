@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import torch
+import torch  # noqa: F401 - the docstring example (run by tests/test_docstring_examples.py) uses it
 
 from samplekit.hookspecs import hookimpl
 from samplekit.params import Param
