@@ -38,3 +38,11 @@ class TokenizerError(SampleKitError):
 
 class GenerationError(SampleKitError, RuntimeError):
     """Generation cannot continue, e.g. every logit of a row was masked by the chain."""
+
+
+class InteropError(SampleKitError, RuntimeError):
+    """A processor or chain cannot run the way it was called from outside samplekit's engine."""
+
+
+class ProcessorError(SampleKitError, RuntimeError):
+    """A plugin's processor raised an exception while generating; names the processor and plugin."""

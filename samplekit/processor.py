@@ -4,15 +4,20 @@ A processor acts in one ``Stage``:
 
 - ``CONTEXT``: crops the token ids fed to the model (before the forward pass);
 - ``LOGITS``: maps ``(input_ids [B, T], scores [B, V]) -> scores [B, V]`` (temperature, filters,
-  penalties); the positional order is Hugging Face's, so a samplekit processor also works inside
-  transformers' ``generate``;
+  penalties), in Hugging Face's positional order;
 - ``SELECTOR``: picks the next token of each row, ``-> LongTensor [B]``.
 
 Every processor works on a batch, keeps shape, dtype and device, never writes its input (it
 returns a new tensor), never introduces NaN, and treats each row independently. Parameters are
-declared once (``params``) and validated at construction; per-generation state lives in the
-object returned by ``start`` and comes back as ``ctx.state``, never on the processor itself, so
-one processor object can serve many generations.
+declared once (``params``) and validated at construction.
+
+Rows come and go. Per-generation state lives in the object returned by ``start`` and comes
+back as ``ctx.state``, never on the processor itself, so one processor object serves many
+generations. Rows that finish leave (``keep_rows``); rows may join a running generation at any
+step (their state from ``start`` on those rows alone, merged by ``join_rows``). Each row has its
+own step count (``ctx.steps``: tokens it has chosen so far) and prompt length. A row's output
+must not depend on which rows it shares the batch with, nor on when it joined: the conformance
+kit checks exactly that.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from samplekit.errors import InteropError
 from samplekit.params import Param, validate_params
 
 
@@ -33,12 +39,22 @@ class Stage(str, enum.Enum):
     SELECTOR = "selector"
 
 
+def run_seeds(batch_size: int) -> list[int]:
+    """Per-row seeds for an unseeded run: one draw of a base seed from torch's global
+    generator (which is advanced, never reseeded), so ``torch.manual_seed(n)`` before a
+    generation reproduces it and the caller's random stream continues deterministically."""
+    base = int(torch.randint(0, 2**62, (1,)).item())
+    return [base + i for i in range(batch_size)]
+
+
 class RowRandom:
     """Uniform random numbers drawn row by row, each row from its own ``torch.Generator``.
 
     With one generator per row, a row's draws do not depend on which other rows share its batch,
-    so a seeded prompt gives the same output alone or inside any batch. With a single generator
-    the whole batch draws from it (``torch.rand`` of shape ``[B, n]``).
+    so a seeded prompt gives the same output alone or inside any batch, and rows can join
+    (``join``) or leave (``keep_rows``) at any step. With a single generator the whole batch
+    draws from it (``torch.rand`` of shape ``[B, n]``). Without either, the rows are seeded from
+    torch's global generator (``run_seeds``).
 
     Generators made by ``from_seeds`` belong to this object, so it draws ``AHEAD`` uniforms per
     row at a time and hands them out in order: one tensor operation per row every ``AHEAD``
@@ -52,7 +68,7 @@ class RowRandom:
 
     def __init__(self, generators: torch.Generator | Sequence[torch.Generator] | None, batch_size: int):
         if generators is None:
-            generators = torch.Generator().manual_seed(torch.seed())
+            generators = [torch.Generator().manual_seed(s) for s in run_seeds(batch_size)]
         self.shared = generators if isinstance(generators, torch.Generator) else None
         self.rows = None if self.shared is not None else list(generators)
         if self.rows is not None and len(self.rows) != batch_size:
@@ -93,13 +109,21 @@ class RowRandom:
             return parts[0]
         return torch.cat(parts, dim=1) if parts else self._ahead[:, :0]
 
+    def _exactly(self, n: int) -> torch.Tensor:
+        """The next ``n`` numbers of each row's stream, drawing nothing further ahead."""
+        have = self._ahead[:, self._used:self._used + n]
+        self._used += have.shape[1]
+        rest = n - have.shape[1]
+        return have if not rest else torch.cat([have, self._draw(rest)], dim=1)
+
     def _draw(self, n: int) -> torch.Tensor:
         if self.shared is not None:
             return torch.rand(self.batch_size, n, generator=self.shared, device=self.shared.device)
-        if len(self.rows) == 1:
-            return torch.rand(1, n, generator=self.rows[0])
-        out = torch.empty(len(self.rows), n)
-        for row, g in zip(out, self.rows):  # each row from its own generator, no stacking
+        rows = self.rows
+        if len(rows) == 1:
+            return torch.rand(1, n, generator=rows[0])
+        out = torch.empty(len(rows), n)
+        for row, g in zip(out, rows):  # each row from its own generator, no stacking
             row.uniform_(generator=g)
         return out
 
@@ -111,15 +135,34 @@ class RowRandom:
             self._ahead = self._ahead[list(rows)]
         self.batch_size = len(rows)
 
+    def join(self, other: "RowRandom") -> None:
+        """Append ``other``'s rows (rows joining a running generation). Both must draw per row;
+        each joining row continues its own stream from its start."""
+        if self.rows is None or other.rows is None:
+            raise ValueError("rows can join only a generation that draws per row (seeds or one generator "
+                             "per row), not one sharing a single generator")
+        if (self._ahead is None) != (other._ahead is None):
+            raise ValueError("rows joining must draw like the running rows: all from seeds, or all from "
+                             "generators passed in")
+        if self._ahead is not None:  # line the new rows' numbers up with the columns still to hand out
+            width, fresh = self._ahead.shape[1], other._exactly(self._ahead.shape[1] - self._used)
+            pad = fresh.new_zeros(fresh.shape[0], width - fresh.shape[1])
+            self._ahead = torch.cat([self._ahead, torch.cat([pad, fresh], dim=1)])
+        self.rows += other.rows
+        self.batch_size += other.batch_size
+
 
 @dataclass(eq=False)
 class StepContext:
     """What a processor may read besides ``input_ids`` and ``scores``.
 
-    ``step`` counts the tokens chosen so far in this generation; ``prompt_lengths [B]`` the real
-    (unpadded) prompt length of each row; ``attention_mask [B, T]`` is False on padding positions
-    of ``input_ids`` (None when there is none); ``state`` is the calling processor's own state (what
-    its ``start`` returned).
+    ``steps [B]`` counts the tokens each row has chosen so far (rows that joined later have
+    fewer); ``fewest_steps`` is its minimum, free to read. ``step`` counts the run's steps (for
+    messages). ``prompt_lengths [B]`` is each row's real (unpadded) prompt length;
+    ``attention_mask [B, T]`` is False on padding positions of ``input_ids`` (None when there
+    is none); ``state`` is the calling processor's own state (what its ``start`` returned).
+    A processor may end rows after this step with ``finish(rows, reason)`` (from ``accept``:
+    a constraint that is complete, say); the token just chosen is kept.
     """
 
     random: RowRandom
@@ -132,10 +175,56 @@ class StepContext:
     tokenizer: Any = None
     state: Any = None
     extras: dict = field(default_factory=dict)
+    first_steps: torch.Tensor | None = None  # [B] the run step at which each row started; None: all at 0
+    finished: dict[int, str] = field(default_factory=dict)  # row -> reason, set by finish()
+    _latest_start: int = 0
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """``[B]`` int64 (CPU): the tokens each row has chosen so far."""
+        if self.first_steps is None:
+            return torch.full((self.batch_size,), self.step, dtype=torch.long)
+        return self.step - self.first_steps
+
+    @property
+    def fewest_steps(self) -> int:
+        """The smallest per-row step count: a processor that only acts early can skip its work."""
+        return self.step - self._latest_start
+
+    def finish(self, rows: Sequence[int], reason: str) -> None:
+        """End ``rows`` (indices in this batch) after the current step, with ``reason`` as their
+        finish reason (for example ``"constraint"``)."""
+        for row in rows:
+            self.finished.setdefault(int(row), reason)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Follow the batch when rows leave (``rows``: indices kept, in order)."""
+        self.random.keep_rows(rows.tolist())
+        self.batch_size = len(rows)
+        for name in ("prompt_lengths", "attention_mask", "first_steps"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value.index_select(0, rows.to(value.device)))
+        self._latest_start = int(self.first_steps.max()) if self.first_steps is not None and len(rows) else 0
+
+    def join(self, other: "StepContext") -> None:
+        """Append the rows of ``other`` (a context for rows joining at this step)."""
+        first = self.first_steps if self.first_steps is not None else torch.zeros(self.batch_size, dtype=torch.long)
+        self.first_steps = torch.cat([first, torch.full((other.batch_size,), self.step, dtype=torch.long)])
+        self._latest_start = self.step
+        if self.prompt_lengths is not None or other.prompt_lengths is not None:
+            self.prompt_lengths = torch.cat([_lengths(self), _lengths(other).to(_lengths(self).device)])
+        self.random.join(other.random)
+        self.batch_size += other.batch_size
+        self.attention_mask = None  # the caller sets the joined batch's mask before the next step
+
+
+def _lengths(ctx: StepContext) -> torch.Tensor:
+    return ctx.prompt_lengths if ctx.prompt_lengths is not None else torch.zeros(ctx.batch_size, dtype=torch.long)
 
 
 def default_context(batch_size: int, generator: torch.Generator | None = None, **kwargs) -> StepContext:
-    """A context for a one-off call outside a generation (tests, Hugging Face interop)."""
+    """A context for a one-off call outside a generation (tests, one-step interop)."""
     return StepContext(random=RowRandom(generator, batch_size), batch_size=batch_size, **kwargs)
 
 
@@ -147,7 +236,8 @@ class Processor:
     ``keeps_argmax`` (a row's largest logit stays among its largest), ``is_filter`` (only sets
     logits to -inf, never changes a finite one), ``vocab_symmetric`` (permuting the vocabulary
     permutes the result), ``needs_history`` (reads ``input_ids``), ``stateful`` (uses ``start``
-    and ``accept``), ``random`` (draws from ``ctx.random``).
+    and ``accept``), ``random`` (draws from ``ctx.random``), ``shared_state`` (what ``start``
+    returns serves every row: ``keep_rows`` and ``join_rows`` keep it as it is).
     """
 
     name: ClassVar[str]
@@ -160,10 +250,12 @@ class Processor:
     needs_history: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
     random: ClassVar[bool] = False
-    # Optional promises for the chain's candidate fast path (see samplekit.chain), trusted only
-    # when declared by the class that defines ``process``: ``candidate_safe`` (``process`` on the
-    # top-k candidates' logits ``[B, k]`` equals the dense result restricted to them) and
-    # ``commutes_with_top_k`` (a non-decreasing map of each logit, e.g. temperature).
+    shared_state: ClassVar[bool] = False
+    # Optional promises for the step strategies' fast paths (samplekit.strategies), trusted only
+    # when declared by the class that defines ``process``, and checked by the conformance kit:
+    # ``candidate_safe`` (``process`` on candidate logits ``[B, n]`` in token-id order equals the
+    # dense result restricted to them) and ``commutes_with_top_k`` (a non-decreasing map of each
+    # logit that reads only the logit and its row's maximum, e.g. temperature).
     candidate_safe: ClassVar[bool] = False
     commutes_with_top_k: ClassVar[bool] = False
 
@@ -186,9 +278,16 @@ class Processor:
         names = ("keeps_argmax", "is_filter", "vocab_symmetric", "needs_history", "stateful", "random")
         return {n: getattr(cls, n) for n in names}
 
+    def tracks_generation(self) -> bool:
+        """Whether the output depends on the generation so far beyond ``input_ids``: the rows'
+        step counts (``ctx.steps``) or state that ``accept``/``select`` update. Such a processor
+        cannot be called bare as ``(input_ids, scores)``. Default: it overrides ``accept``."""
+        return type(self).accept is not Processor.accept
+
     # -- per-generation life cycle ------------------------------------------------------------
     def start(self, batch_size: int, ctx: StepContext) -> Any:
-        """Create this processor's state for one generation (returned later as ``ctx.state``)."""
+        """Create this processor's state for ``batch_size`` rows (returned later as ``ctx.state``).
+        Called when a generation starts, and for rows that join it (then merged by ``join_rows``)."""
         return None
 
     def accept(self, tokens: torch.Tensor, ctx: StepContext) -> None:
@@ -197,22 +296,39 @@ class Processor:
     def keep_rows(self, state: Any, rows: torch.Tensor) -> Any:
         """Return ``state`` for the rows kept (rows: LongTensor of indices). The default indexes
         tensors, and lists/tuples/dicts of tensors, along their first dimension."""
-        return _index_rows(state, rows)
+        return state if self.shared_state else index_rows(state, rows)
+
+    def join_rows(self, state: Any, joining: Any) -> Any:
+        """Return the state of the running rows followed by the joining rows (``joining`` is
+        what ``start`` returned for them). The default concatenates along the first dimension
+        what ``keep_rows`` indexes."""
+        return state if self.shared_state else concat_rows(state, joining)
 
     # -- the work of each stage ----------------------------------------------------------------
     def process(self, input_ids: torch.Tensor, scores: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement process()")
 
+    def _bare_context(self, scores: torch.Tensor) -> StepContext:
+        if self.tracks_generation():
+            raise InteropError(
+                f"{self.name} depends on the generation so far (the tokens each row has chosen, or state "
+                "kept between steps), which a bare (input_ids, scores) call cannot know: run it through "
+                "samplekit.generate, or give a ChainRun's context (ctx=)"
+            )
+        ctx = default_context(scores.shape[0])
+        ctx.state = self.start(scores.shape[0], ctx)
+        return ctx
+
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, ctx: StepContext | None = None):
-        """Hugging Face's ``(input_ids, scores) -> scores``; a fresh context when none is given."""
-        if ctx is None:
-            ctx = default_context(scores.shape[0])
-            ctx.state = self.start(scores.shape[0], ctx)
-        return self.process(input_ids, scores, ctx)
+        """``(input_ids, scores) -> scores`` for one step, with fresh state when no ``ctx`` is
+        given; refused (InteropError) for a processor that ``tracks_generation``."""
+        return self.process(input_ids, scores, ctx or self._bare_context(scores))
 
 
 class Selector(Processor):
-    """Base of selectors: the last processor of a chain, picking one token id per row."""
+    """Base of selectors: the last processor of a chain, picking one token id per row. A
+    selector checks each row with ``samplekit.selection.check_rows`` (it reads each row's
+    maximum anyway) and draws only from ``ctx.random``."""
 
     stage = Stage.SELECTOR
 
@@ -220,16 +336,17 @@ class Selector(Processor):
         raise NotImplementedError(f"{type(self).__name__} does not implement select()")
 
     def __call__(self, input_ids, scores, ctx=None):
-        if ctx is None:
-            ctx = default_context(scores.shape[0])
-            ctx.state = self.start(scores.shape[0], ctx)
-        return self.select(input_ids, scores, ctx)
+        return self.select(input_ids, scores, ctx or self._bare_context(scores))
 
 
 class ContextProcessor(Processor):
-    """Base of context processors: they crop the ids the model sees, before the forward pass."""
+    """Base of context processors: they crop the ids the model sees, before the forward pass.
+
+    ``keeps_last_window`` declares that ``crop`` returns exactly the last ``window(ctx)``
+    columns (all of them when the window is None): the engine then keeps its KV cache."""
 
     stage = Stage.CONTEXT
+    keeps_last_window: ClassVar[bool] = False
 
     def crop(self, input_ids: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         raise NotImplementedError(f"{type(self).__name__} does not implement crop()")
@@ -242,15 +359,47 @@ class ContextProcessor(Processor):
         return self.crop(input_ids, ctx or default_context(input_ids.shape[0]))
 
 
-def _index_rows(state: Any, rows: torch.Tensor) -> Any:
+def index_rows(state: Any, rows: torch.Tensor) -> Any:
+    """``state`` for the rows at ``rows``: tensors indexed along dim 0, lists of non-tensors
+    per item, dicts, lists and tuples of tensors element by element; anything else kept."""
     if state is None:
         return None
     if isinstance(state, torch.Tensor):
         return state.index_select(0, rows.to(state.device))
     if isinstance(state, dict):
-        return {k: _index_rows(v, rows) for k, v in state.items()}
+        return {k: index_rows(v, rows) for k, v in state.items()}
     if isinstance(state, (list, tuple)) and len(state) and not isinstance(state[0], torch.Tensor):
         return type(state)(state[i] for i in rows.tolist())
     if isinstance(state, (list, tuple)):
-        return type(state)(_index_rows(v, rows) for v in state)
+        return type(state)(index_rows(v, rows) for v in state)
     return state
+
+
+def concat_rows(state: Any, joining: Any) -> Any:
+    """``state`` followed by ``joining``, the inverse of ``index_rows``: tensors concatenated
+    along dim 0, lists of non-tensors extended, dicts, lists and tuples of tensors element by
+    element; other values must be equal on both sides (row-free settings)."""
+    if state is None and joining is None:
+        return None
+    if isinstance(state, torch.Tensor) and isinstance(joining, torch.Tensor):
+        return torch.cat([state, joining.to(state.device)])
+    if isinstance(state, dict) and isinstance(joining, dict) and state.keys() == joining.keys():
+        return {k: concat_rows(v, joining[k]) for k, v in state.items()}
+    if isinstance(state, (list, tuple)) and isinstance(joining, (list, tuple)):
+        per_item = (state and not isinstance(state[0], torch.Tensor)) or \
+                   (joining and not isinstance(joining[0], torch.Tensor))
+        if per_item or not state or not joining:
+            return type(state)([*state, *joining])
+        if len(state) == len(joining):
+            return type(state)(concat_rows(a, b) for a, b in zip(state, joining))
+    if state is joining or _equal(state, joining):
+        return state
+    raise TypeError(f"cannot join states {type(state).__name__} and {type(joining).__name__} by default; "
+                    "override join_rows (or declare shared_state = True)")
+
+
+def _equal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not equal
+        return False

@@ -190,7 +190,7 @@ def test_top_p_keeps_every_token_tied_at_the_cut_off():
 # -- min_p ------------------------------------------------------------------------------------------
 
 @FAST
-@given(case=cases(), p=st.floats(0.0, 1.0))
+@given(case=cases(), p=st.floats(0.0, 1.0, width=32, allow_subnormal=False))
 def test_min_p_keeps_the_argmax_and_exactly_the_tokens_above_p_times_the_max_prob(case, p):
     _, scores, _, _ = case
     out = MinP(p=p)(None, scores)
@@ -286,7 +286,8 @@ def test_repetition_penalty_only_changes_seen_tokens_and_pushes_them_toward_unli
 
 
 @FAST
-@given(case=cases(), freq=st.floats(-2.0, 2.0), presence=st.floats(-2.0, 2.0))
+@given(case=cases(), freq=st.floats(-2.0, 2.0, width=32, allow_subnormal=False),
+       presence=st.floats(-2.0, 2.0, width=32, allow_subnormal=False))
 def test_frequency_and_presence_penalties_subtract_count_times_penalty(case, freq, presence):
     ids, scores, _, step = case
     for scope in ("history", "generated"):
@@ -457,7 +458,27 @@ def test_min_new_tokens_suppresses_end_of_text_until_step_n():
 
 def test_min_new_tokens_without_end_of_text_ids_is_a_no_op():
     scores = torch.zeros(1, 4)
-    assert MinNewTokens(n=3)(None, scores) is scores
+    assert MinNewTokens(n=3)(None, scores, default_context(1)) is scores
+
+
+def test_min_new_tokens_counts_each_rows_own_steps():
+    """A row that joined the run later (fewer tokens chosen) keeps its ban while the others
+    have lifted theirs."""
+    ctx = default_context(3, step=5, eos_token_ids=(1,))
+    ctx.first_steps, ctx._latest_start = torch.tensor([0, 3, 4]), 4  # steps: 5, 2, 1
+    out = MinNewTokens(n=2).process(None, torch.zeros(3, 4), ctx)
+    assert torch.isneginf(out[:, 1]).tolist() == [False, False, True]
+    assert bool(torch.isfinite(out[:, [0, 2, 3]]).all())
+
+
+def test_a_bare_call_of_a_processor_that_counts_steps_is_refused_naming_it():
+    from samplekit.errors import InteropError
+
+    with pytest.raises(InteropError, match="min_new_tokens depends on the generation so far"):
+        MinNewTokens(n=3)(None, torch.zeros(1, 4))
+    with pytest.raises(InteropError, match="frequency_penalty"):
+        FrequencyPenalty(penalty=1.0)(torch.tensor([[1, 2]]), torch.zeros(1, 4))
+    FrequencyPenalty(penalty=1.0, scope="history")(torch.tensor([[1, 2]]), torch.zeros(1, 4))  # history: fine
 
 
 # -- dynamic temperature ----------------------------------------------------------------------------

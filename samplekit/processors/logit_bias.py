@@ -44,9 +44,7 @@ class _TokenProcessor(Processor):
     """Resolves its tokens at ``start`` (strings need ``ctx.tokenizer``); the state has no rows."""
 
     stateful = True
-
-    def keep_rows(self, state, rows):
-        return state  # the resolved tokens are shared by every row
+    shared_state = True  # the resolved tokens serve every row
 
     def _state(self, scores: torch.Tensor, ctx: StepContext | None):
         if ctx is not None and ctx.state is not None:

@@ -7,18 +7,19 @@ import torch
 from samplekit.errors import ParameterError
 from samplekit.hookspecs import hookimpl
 from samplekit.params import Param
-from samplekit.processor import Processor
+from samplekit.processor import Processor, default_context
 
 
 class MinNewTokens(Processor):
     """Forbid the end-of-text token(s) until n tokens have been generated.
 
-    Contract: while ``ctx.step < n`` the logits of the end-of-text ids (``eos_token_ids`` if
-    given, else ``ctx.eos_token_ids``) are -inf in every row; from step n on the scores pass
-    unchanged; nothing else ever changes. Like Hugging Face's ``MinNewTokensLengthLogitsProcessor``,
-    counting steps with ``ctx.step`` instead of ``input_ids`` length minus the prompt length.
+    Contract: in each row that has chosen fewer than n tokens (``ctx.steps``), the logits of the
+    end-of-text ids (``eos_token_ids`` if given, else ``ctx.eos_token_ids``) are -inf; other rows
+    pass unchanged; nothing else ever changes. Like Hugging Face's
+    ``MinNewTokensLengthLogitsProcessor``, counting each row's own steps instead of ``input_ids``
+    length minus the prompt length (so rows that join a running batch count from their start).
 
-    >>> MinNewTokens(n=2, eos_token_ids=[1])(None, torch.zeros(1, 3))
+    >>> MinNewTokens(n=2, eos_token_ids=[1])(None, torch.zeros(1, 3), default_context(1))
     tensor([[0., -inf, 0.]])
     """
 
@@ -30,16 +31,22 @@ class MinNewTokens(Processor):
     )
     is_filter = True
 
+    def tracks_generation(self) -> bool:
+        return True  # counts each row's tokens so far
+
     def process(self, input_ids, scores, ctx):
-        step = ctx.step if ctx is not None else 0
-        eos = self.eos_token_ids if self.eos_token_ids is not None else (ctx.eos_token_ids if ctx else ())
-        if step >= self.n or not eos:
+        eos = self.eos_token_ids if self.eos_token_ids is not None else ctx.eos_token_ids
+        if ctx.fewest_steps >= self.n or not eos:
             return scores
         if max(eos) >= scores.shape[-1]:
             raise ParameterError(f"{self.name}.eos_token_ids: token id {max(eos)} is outside the vocabulary "
                                  f"of {scores.shape[-1]} tokens")
         ids = torch.tensor(sorted(set(eos)), dtype=torch.long, device=scores.device)
-        return scores.index_fill(1, ids, float("-inf"))
+        early = ctx.steps < self.n  # (B,) rows still below n tokens
+        if bool(early.all()):
+            return scores.index_fill(1, ids, float("-inf"))
+        banned = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device).index_fill_(0, ids, True)
+        return scores.masked_fill(early.to(scores.device)[:, None] & banned, float("-inf"))  # (B, V)
 
 
 @hookimpl

@@ -22,16 +22,21 @@ def token_counts(input_ids: torch.Tensor, vocab_size: int, ctx: StepContext | No
     """How many times each token id occurs in each row: ``[B, V]`` int32.
 
     Positions where ``ctx.attention_mask`` is False (left padding) do not count, nor ids >= V.
-    ``scope="generated"`` counts only the last ``ctx.step`` columns of ``input_ids`` (the tokens
-    chosen in this generation; with left padding they are the last columns of every row).
+    ``scope="generated"`` counts only each row's last ``ctx.steps[row]`` columns of
+    ``input_ids`` (the tokens it chose in this generation; with left padding they are the last
+    columns of every row).
     """
     valid = ctx.attention_mask if ctx is not None else None
     if valid is not None:
         valid = valid[:, -input_ids.shape[1]:].to(device=input_ids.device, dtype=torch.bool)
     if scope == "generated":
-        n = min(ctx.step if ctx is not None else 0, input_ids.shape[1])
+        steps = ctx.steps.clamp(max=input_ids.shape[1])  # (B,)
+        n = int(steps.max()) if len(steps) else 0
         input_ids = input_ids[:, input_ids.shape[1] - n:]
         valid = valid[:, valid.shape[1] - n:] if valid is not None else None
+        if ctx.first_steps is not None and bool((steps != n).any()):  # rows that joined later chose fewer
+            mine = torch.arange(n, device=input_ids.device) >= (n - steps.to(input_ids.device))[:, None]
+            valid = mine if valid is None else valid & mine
     keep = input_ids < vocab_size if valid is None else valid & (input_ids < vocab_size)
     ids = input_ids.masked_fill(~keep, vocab_size)  # (B, T'): excluded positions go to column V
     counts = torch.zeros(ids.shape[0], vocab_size + 1, dtype=torch.int32, device=ids.device)
@@ -61,6 +66,9 @@ class RepetitionPenalty(Processor):
     )
     needs_history = True
 
+    def tracks_generation(self) -> bool:
+        return self.scope == "generated"
+
     def process(self, input_ids, scores, ctx):
         if self.penalty == 1.0 or input_ids is None:
             return scores
@@ -71,6 +79,9 @@ class RepetitionPenalty(Processor):
 
 class _AdditivePenalty(Processor):
     needs_history = True
+
+    def tracks_generation(self) -> bool:
+        return self.scope == "generated"
 
     def amount(self, counts: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -87,8 +98,8 @@ class FrequencyPenalty(_AdditivePenalty):
 
     Contract (the OpenAI / vLLM form): ``logit - penalty * count``. By default only this
     generation's tokens count (``scope: generated``, like vLLM and OpenAI; ``history`` also
-    counts the prompt; called outside a samplekit generation, where ``ctx.step`` is 0,
-    ``generated`` counts nothing). Left padding never counts. Positive values discourage
+    counts the prompt; ``generated`` needs a generation's context, so a bare call refuses it).
+    Left padding never counts. Positive values discourage
     repetition, negative encourage it, 0 is a no-op; unseen tokens and -inf logits are unchanged.
     """
 
@@ -107,8 +118,8 @@ class PresencePenalty(_AdditivePenalty):
 
     Contract (the OpenAI / vLLM form): ``logit - penalty * (count > 0)``. By default only this
     generation's tokens count (``scope: generated``, like vLLM and OpenAI; ``history`` also
-    counts the prompt; called outside a samplekit generation, where ``ctx.step`` is 0,
-    ``generated`` counts nothing). Left padding never counts. Positive values discourage
+    counts the prompt; ``generated`` needs a generation's context, so a bare call refuses it).
+    Left padding never counts. Positive values discourage
     repetition, negative encourage it, 0 is a no-op; unseen tokens and -inf logits are unchanged.
     """
 

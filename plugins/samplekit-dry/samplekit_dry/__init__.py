@@ -71,6 +71,7 @@ class DRY(Processor):
         Param("penalty_last_n", "int", -1, "how many of the last tokens to search; -1: all, 0: off", low=-1),
     )
     needs_history = True
+    shared_state = True  # the breakers are the same for every row
 
     def start(self, batch_size, ctx):
         ids = set()
@@ -82,9 +83,6 @@ class DRY(Processor):
                 if encoded:
                     ids.add(encoded[-1])
         return {"breakers": torch.tensor(sorted(ids), dtype=torch.long)}
-
-    def keep_rows(self, state, rows):
-        return state  # the breakers are the same for every row
 
     def process(self, input_ids, scores, ctx):
         if self.multiplier == 0.0 or self.penalty_last_n == 0 or input_ids is None or input_ids.shape[1] < 2:

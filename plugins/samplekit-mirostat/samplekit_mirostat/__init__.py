@@ -25,27 +25,20 @@ import math
 import torch
 
 from samplekit import Param, Selector, hookimpl
-from samplekit.processors.selectors import check_rows_not_empty
+from samplekit.selection import check_rows, inverse_cdf_sample
 
 __version__ = "0.1.0"
 
 LN2 = math.log(2.0)
 
 
-def _sample(scores: torch.Tensor, ctx) -> torch.Tensor:
-    """One token per row from softmax(scores), by inverse CDF with one uniform per row."""
-    row_max = scores.amax(dim=-1, keepdim=True)  # (B, 1)
-    cdf = (scores.float() - row_max.float()).exp().cumsum(dim=-1)  # (B, V), unnormalised
-    total = cdf[:, -1:]
-    u = ctx.random.uniform(1, scores.device) * total  # (B, 1) in [0, total)
-    u = torch.minimum(u, torch.nextafter(total, torch.zeros_like(total)))
-    return torch.searchsorted(cdf, u, right=True).squeeze(-1)  # (B,)
-
-
 class _Mirostat(Selector):
     stateful = True
     random = True
     vocab_symmetric = True
+
+    def tracks_generation(self) -> bool:
+        return True  # mu moves with every token chosen
 
     def start(self, batch_size, ctx):
         return {"mu": torch.full((batch_size,), 2.0 * self.tau)}
@@ -54,20 +47,20 @@ class _Mirostat(Selector):
         raise NotImplementedError
 
     def select(self, input_ids, scores, ctx):
-        check_rows_not_empty(scores.amax(dim=-1))  # the chain turns this into a GenerationError
+        check_rows(scores.amax(dim=-1))  # the chain turns a bad row into a GenerationError
         state = ctx.state
         mu = state["mu"].to(scores.device)  # (B,)
         log_probs = torch.log_softmax(scores.float(), dim=-1)  # (B, V)
         keep = self._keep(log_probs, mu) | (log_probs == log_probs.amax(dim=-1, keepdim=True))  # (B, V)
         truncated = scores.float().masked_fill(~keep, float("-inf"))
-        tokens = _sample(truncated, ctx)  # (B,)
+        tokens = inverse_cdf_sample(truncated, ctx.random.uniform(1, scores.device)).squeeze(-1)  # (B,)
         picked = torch.log_softmax(truncated, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
         surprise = -picked / LN2
         state["mu"] = mu - self.eta * (surprise - self.tau)
         return tokens
 
 
-_TAU = Param("tau", "float", 5.0, "target surprise in bits (mu starts at 2 * tau)", low=0.0)
+_TAU = Param("tau", "float", 5.0, "target surprise in bits (mu starts at 2 * tau)", low=0.0, high=1000.0)
 _ETA = Param("eta", "float", 0.1, "learning rate of mu", low=0.0, high=1.0)
 
 
