@@ -270,7 +270,7 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
     temperature 0.8, top-k 50, multinomial). ``compare``: any of "naive", "hf". ``chain_vs_hf``:
     also time the chain alone against HF's LogitsProcessorList (default: when "hf" is compared).
     """
-    from samplekit import engine, native
+    from samplekit import engine
 
     compare = tuple(compare)
     unknown = [c for c in compare if c not in ("naive", "hf")]
@@ -300,7 +300,7 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
         "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": _version("transformers") if has_hf else None, "cpu": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(), "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "repeats": repeats,
-        "compare": list(compare), "native_kernel": native.library() is not None, "batches": [],
+        "compare": list(compare), "strategy": chain.start(1).strategy.name, "batches": [],
     }
     if "hf" in compare and not has_hf:
         report["notes"] = ["--compare hf skipped: transformers is not installed (pip install 'samplekit[bench]')"]
@@ -426,8 +426,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
                   f"torch {report['torch']}, transformers {report['transformers'] or '-'}; "
                   f"{report['prompt_tokens']} prompt + {report['new_tokens']} new tokens, "
                   f"median of {report['repeats']} interleaved repeats")
-    console.print("chain: " + " -> ".join(report["chain"]) + "; C kernel for temperature -> top_k -> "
-                  "multinomial: " + ("in use" if report.get("native_kernel") else "not available"))
+    console.print("chain: " + " -> ".join(report["chain"]) + f"; step strategy: {report['strategy']}")
     for note in report.get("notes", []):
         console.print(f"[yellow]note:[/yellow] {note}")
     table = Table(title="decoding")

@@ -30,3 +30,18 @@ def register_processors(register):
     Return value: ignored. Every plugin's implementation is called once, when the registry is
     built (``samplekit.plugins.get_registry()``).
     """
+
+
+@hookspec(firstresult=True)
+def step_strategy(chain):
+    """Offer a faster way to compute the steps of a run of ``chain``.
+
+    :param chain: the ``samplekit.Chain`` a run is starting on: ``chain.processors`` in order,
+        ``chain.indexed_logits`` (each logits processor with its index), ``chain.selector``.
+    :return: a new ``samplekit.StepStrategy`` for this one run (it may keep per-run buffers), or
+        None to decline. Called once when each run starts; the first non-None answer wins, so
+        an implementation for a narrower case marks itself ``tryfirst=True``. A strategy must
+        choose the tokens the dense path would choose; it may trust only the promises that
+        processors declare (``samplekit.strategy.promised``), which the conformance kit checks.
+        When every implementation declines (or is blocked), each step runs densely.
+    """

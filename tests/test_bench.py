@@ -39,7 +39,7 @@ def test_the_report_has_every_variant_and_ratio_per_batch_size():
                                       "chain_share", "speedup_vs_naive"}
         pairs = zip(row["samplekit"]["all_seconds"], row["bare"]["all_seconds"])
         assert row["ratios"]["overhead_vs_bare"] == pytest.approx(statistics.median(s / b - 1 for s, b in pairs))
-    assert isinstance(report["native_kernel"], bool)
+    assert "candidates" in report["strategy"]  # the default chain samples among the top-k candidates
     json.dumps(report)  # the --json output
     out = io.StringIO()
     from rich.console import Console

@@ -48,11 +48,12 @@ def test_the_cached_loop_chooses_the_plain_loops_greedy_tokens(prompts, new_toke
 
 # -- the chain's candidate fast path == the dense path ----------------------------------------------------
 
-def _chain(specs, candidates: bool) -> Chain:
-    from samplekit.plugins import get_registry
+def _chain(specs, fast_paths: bool) -> Chain:
+    return Chain.from_names(*specs, fast_paths=fast_paths)
 
-    registry = get_registry()
-    return Chain([registry.create(name, dict(values)) for name, values in specs], candidates=candidates)
+
+def _strategy(specs) -> str:
+    return _chain(specs, True).start(1).strategy.name
 
 
 before_top_k = st.lists(st.sampled_from([("temperature", {"value": 0.0}), ("temperature", {"value": 0.7}),
@@ -72,7 +73,7 @@ def test_the_candidate_fast_path_draws_the_dense_paths_tokens(before, k, after, 
     generator = torch.Generator().manual_seed(seed)
     ids = torch.zeros(rows, 1, dtype=torch.long)
     run_fast, run_dense = fast.start(rows, seeds=range(rows)), dense.start(rows, seeds=range(rows))
-    assert run_fast._plan is not None and run_dense._plan is None
+    assert "candidates" in run_fast.strategy.name and run_dense.strategy.name == "dense"
     for _ in range(4):
         scores = torch.randn(rows, 40, generator=generator) * 2
         if ties:  # many equal logits, ties across the k-th place included
@@ -81,13 +82,9 @@ def test_the_candidate_fast_path_draws_the_dense_paths_tokens(before, k, after, 
 
 
 def test_the_candidate_fast_path_is_taken_without_ties_and_left_with_them(monkeypatch):
-    from samplekit import chain as chain_module
-
-    taken = []
-    original = chain_module.ChainRun._select_candidates
-    monkeypatch.setattr(chain_module.ChainRun, "_select_candidates",
-                        lambda self, i, s: taken.append(original(self, i, s)) or taken[-1])
     run = _chain([("temperature", {"value": 0.8}), ("top_k", {"k": 2}), ("multinomial", {})], True).start(1, seeds=[0])
+    taken, original = [], run.strategy.select
+    run.strategy.select = lambda *args: taken.append(original(*args)) or taken[-1]
     ids = torch.zeros(1, 1, dtype=torch.long)
     run.select(ids, torch.tensor([[0.0, 3.0, 1.0, 2.0]]))  # step 0: the dense path, verified
     run.select(ids, torch.tensor([[0.0, 3.0, 1.0, 2.0]]))
@@ -99,19 +96,18 @@ def test_chains_that_do_not_qualify_run_densely():
     for specs in ([("min_p", {"p": 0.1}), ("multinomial", {})],  # no top-k, no top-p
                   [("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("multinomial", {})],
                   [("top_k", {"k": 5}), ("logit_bias", {"bias": {3: 1.0}}), ("multinomial", {})]):
-        assert _chain(specs, True).start(1)._plan is None, specs
+        assert _strategy(specs) == "dense", specs
 
 
 def test_a_top_p_finds_its_own_candidates_after_any_prefix():
     """top_p needs no top-k: it finds its nucleus among the most probable tokens itself, after
     processors that run on the whole vocabulary (a penalty, a top-k that does not commute)."""
-    for specs, producer in (([("top_p", {"p": 0.9}), ("multinomial", {})], "top_p"),
+    for specs, strategy in (([("top_p", {"p": 0.9}), ("multinomial", {})], "filter-found candidates"),
                             ([("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
-                              ("multinomial", {})], "top_p"),
+                              ("multinomial", {})], "filter-found candidates"),
                             ([("temperature", {"value": 0.7}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
-                              ("multinomial", {})], "top_k")):
-        plan = _chain(specs, True).start(1)._plan
-        assert plan is not None and plan[1][0].name == producer, specs
+                              ("multinomial", {})], "top-k candidates")):
+        assert _strategy(specs) == strategy, specs
 
 
 def test_a_subclass_overriding_process_is_not_trusted_with_its_parents_fast_path_traits():
@@ -131,7 +127,7 @@ def test_a_subclass_overriding_process_is_not_trusted_with_its_parents_fast_path
             return scores
 
     multinomial = Chain.from_names("multinomial").selector
-    assert Chain([Squash(), TopK(k=3), multinomial]).start(1)._plan is None
-    assert Chain([TopK(k=3), Squash(), multinomial]).start(1)._plan is None
-    assert Chain([OddTopK(k=3), multinomial]).start(1)._plan is None
-    assert Chain([Temperature(value=0.5), TopK(k=3), multinomial]).start(1)._plan is not None
+    assert Chain([Squash(), TopK(k=3), multinomial]).start(1).strategy.name == "dense"
+    assert Chain([TopK(k=3), Squash(), multinomial]).start(1).strategy.name == "dense"
+    assert Chain([OddTopK(k=3), multinomial]).start(1).strategy.name == "dense"
+    assert "top-k candidates" in Chain([Temperature(value=0.5), TopK(k=3), multinomial]).start(1).strategy.name

@@ -1,13 +1,14 @@
-/* Temperature, top-k and inverse-CDF sampling, row by row: samplekit's candidate path
- * (samplekit/chain.py) for the chain temperature -> top_k -> multinomial, in two calls and with
- * the arithmetic of its tensor operations (see samplekit/native/__init__.py).
+/* Temperature, top-k and inverse-CDF sampling, row by row: samplekit's top-k candidate strategy
+ * (samplekit/strategies/top_k.py) for the chain temperature -> top_k -> multinomial, in two calls
+ * and with the arithmetic of its tensor operations (see samplekit_native/__init__.py).
  *
  * samplekit_top_k: per row, the k + 1 largest scores (a quickselect among the scores of the blocks
  * whose maxima are largest); checks them as the chain does after the temperature; keeps the k
  * largest in token-id order in cand[r * (k+1) + 1 ..].
- * Returns -1 when every row is ready, 2 * r when row r has a tie (or a NaN) between its k-th and
- * (k+1)-th values (the caller samples that step densely), 2 * r + 1 when every score of row r is
- * -inf. Nothing is drawn before this succeeds, so a step that falls back draws nothing twice.
+ * Returns -1 when every row is ready, 2 * r when row r has a tie between its k-th and (k+1)-th
+ * values (the caller samples that step densely), 2 * r + 1 when row r cannot be sampled: every
+ * score is -inf, or a score is NaN or +inf (the caller names the error). Nothing is drawn before
+ * this succeeds, so a step that falls back draws nothing twice.
  *
  * samplekit_sample: per row, weights exp(v / T - max / T) in float, their running sum in double
  * rounded to float at each step (as torch.cumsum on the CPU), and the first candidate whose
@@ -67,16 +68,25 @@ static void select_largest(candidate *a, int64_t m, int64_t n) {
  * vectorises), with nb at least 2 n; only scores at least the n-th largest block maximum are
  * gathered: n block maxima reach it, so the n largest values are among them, and so is the set of
  * the k largest whenever no tie straddles the k-th place (the caller checks that). */
-static void largest(const float *row, int64_t vocab, int64_t n, candidate *out, candidate *work,
-                    float *block_max) {
+/* Returns 1 when the row holds a NaN or +inf (!(x < INFINITY) is true for exactly those), read
+ * on the way through the pass that visits every score. */
+static int largest(const float *row, int64_t vocab, int64_t n, candidate *out, candidate *work,
+                   float *block_max) {
     int64_t block = vocab / (2 * n), m = 0;
+    int wild = 0;
     if (block > MAX_BLOCK) block = MAX_BLOCK;
     if (block >= 4) {
         int64_t nb = vocab / block; /* block * nb scores in blocks, the rest gathered as they are */
-        for (int64_t b = 0; b < nb; b++) block_max[b] = row[b];
+        for (int64_t b = 0; b < nb; b++) {
+            block_max[b] = row[b];
+            wild |= !(row[b] < INFINITY);
+        }
         for (int64_t j = 1; j < block; j++) {
             const float *column = row + j * nb;
-            for (int64_t b = 0; b < nb; b++) block_max[b] = column[b] > block_max[b] ? column[b] : block_max[b];
+            for (int64_t b = 0; b < nb; b++) {
+                block_max[b] = column[b] > block_max[b] ? column[b] : block_max[b];
+                wild |= !(column[b] < INFINITY);
+            }
         }
         for (int64_t b = 0; b < nb; b++) {
             work[b].value = block_max[b];
@@ -97,17 +107,22 @@ static void largest(const float *row, int64_t vocab, int64_t n, candidate *out, 
             work[m].value = row[i];
             work[m].id = i;
             m += row[i] >= floor;
+            wild |= !(row[i] < INFINITY);
         }
+        if (wild) return 1;
     }
-    if (m < n) { /* few blocks, or a NaN made the floor unreachable: every score */
+    if (m < n) { /* few blocks: every score */
         for (int64_t i = 0; i < vocab; i++) {
             work[i].value = row[i];
             work[i].id = i;
+            wild |= !(row[i] < INFINITY);
         }
+        if (wild) return 1;
         m = vocab;
     }
     if (m > n) select_largest(work, m, n);
     for (int64_t i = 0; i < n; i++) out[i] = work[i];
+    return 0;
 }
 
 int64_t samplekit_top_k(const float *scores, int64_t rows, int64_t vocab, int64_t row_stride, int64_t k,
@@ -115,11 +130,10 @@ int64_t samplekit_top_k(const float *scores, int64_t rows, int64_t vocab, int64_
     const int64_t n = k + 1;
     for (int64_t r = 0; r < rows; r++) {
         candidate *top_n = cand + r * n;
-        largest(scores + r * row_stride, vocab, n, top_n, work, block_max);
+        if (largest(scores + r * row_stride, vocab, n, top_n, work, block_max)) return 2 * r + 1;
         /* the (k+1)-th largest goes first; the k-th is the smallest of the rest */
         int64_t lowest = 0;
         for (int64_t i = 0; i < n; i++) {
-            if (isnan(top_n[i].value)) return 2 * r;
             if (top_n[i].value < top_n[lowest].value) lowest = i;
         }
         candidate t = top_n[0];
@@ -135,7 +149,7 @@ int64_t samplekit_top_k(const float *scores, int64_t rows, int64_t vocab, int64_
             kth /= temperature;
             best /= temperature;
         }
-        if (best == -INFINITY) return 2 * r + 1;
+        if (best == -INFINITY || !(best < INFINITY)) return 2 * r + 1; /* all -inf, or +inf after dividing */
         if (kth == next && kth != -INFINITY) return 2 * r;
         sort_by_id(top_n + 1, k); /* the k largest, by token id */
         top[r] = best;

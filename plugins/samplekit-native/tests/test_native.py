@@ -1,19 +1,22 @@
-"""The optional C kernel (samplekit.native) draws the candidate path's tokens, and samplekit works
-the same without it."""
+"""The C kernel of samplekit-native draws the top-k candidate strategy's tokens, its strategy is
+offered through samplekit's step_strategy hook for exactly its chain, and samplekit works the
+same without it."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import warnings
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from samplekit import native
+import samplekit_native as native
 from samplekit.chain import Chain
-from samplekit.processors.selectors import _search, _unnormalised_cdf
+from samplekit.errors import GenerationError
+from samplekit.selection import inverse_cdf_sample
 
 needs_kernel = pytest.mark.skipif(native.library() is None,
                                   reason="the C kernel cannot be built here (no C compiler, or SAMPLEKIT_NATIVE=0)")
@@ -26,27 +29,28 @@ def tensor_path(scores: torch.Tensor, k: int, temperature: float, u: torch.Tenso
     values, indices = scores.topk(k + 1, dim=-1)
     if temperature != 1.0:
         values = values / temperature
-    if bool(torch.isneginf(values[:, 0]).any()):
+    if not bool(torch.isfinite(values[:, 0]).all()):
         return None
     if any(a == b and a != float("-inf") for a, b in values[:, k - 1:k + 1].tolist()):
         return None
     indices, order = indices[:, :k].sort(dim=-1)
     values = values.gather(-1, order)
-    cdf = _unnormalised_cdf(values, values.amax(-1, keepdim=True))
-    return indices.gather(-1, _search(cdf, u)).view(-1), cdf, indices
+    cdf = (values - values.amax(-1, keepdim=True)).exp().cumsum(-1)
+    return indices.gather(-1, inverse_cdf_sample(values, u)).view(-1), cdf, indices
 
 
 @needs_kernel
 @settings(max_examples=300, deadline=None)
 @given(seed=st.integers(0, 2**16), rows=st.integers(1, 4), vocab=st.sampled_from([7, 60, 700, 5000]),
        k=st.integers(1, 60), temperature=st.sampled_from([1.0, 0.7, 1.3]), scale=st.sampled_from([0.5, 3.0, 20.0]),
-       rounded=st.booleans(), masked=st.booleans(), top_uniform=st.booleans())
+       rounded=st.booleans(), masked=st.booleans(), top_uniform=st.booleans(),
+       wild=st.sampled_from([None, float("nan"), float("inf")]), wild_at=st.integers(0, 10**6))
 def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperature, scale, rounded, masked,
-                                                  top_uniform):
-    """For any scores (ties, -inf, rows with fewer finite scores than k) the kernel falls back
-    exactly when the tensor path does, and otherwise draws the same token for the same uniform,
-    unless the uniform lands within float rounding of a CDF step (C's expf and torch's exp may
-    differ in the last bit)."""
+                                                  top_uniform, wild, wild_at):
+    """For any scores (ties, -inf, NaN or +inf anywhere, rows with fewer finite scores than k)
+    the kernel falls back exactly when the tensor path does, and otherwise draws the same token
+    for the same uniform, unless the uniform lands within float rounding of a CDF step (C's expf
+    and torch's exp may differ in the last bit)."""
     k = min(k, vocab - 1)
     generator = torch.Generator().manual_seed(seed)
     scores = torch.randn(rows, vocab, generator=generator) * scale
@@ -54,6 +58,8 @@ def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperat
         scores = scores.round()
     if masked:
         scores[0, : vocab - 2] = float("-inf")
+    if wild is not None:
+        scores.view(-1)[wild_at % scores.numel()] = wild
     u = torch.rand(rows, 1, generator=generator)
     if top_uniform:
         u[0] = LARGEST_BELOW_ONE
@@ -92,7 +98,7 @@ def test_only_the_exact_chain_runs_on_the_kernel():
         name = "cooler"
 
     def uses_kernel(*specs) -> bool:
-        return Chain.from_names(*specs).start(1)._native is not None
+        return isinstance(Chain.from_names(*specs).start(1).strategy, native.NativeTopK)
 
     assert uses_kernel(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial")
     assert uses_kernel(("top_k", {"k": 5}), "multinomial")
@@ -102,7 +108,7 @@ def test_only_the_exact_chain_runs_on_the_kernel():
     assert not uses_kernel(("temperature", {"value": 0.8}), ("temperature", {"value": 0.9}), ("top_k", {"k": 5}),
                            "multinomial")
     chain = Chain([Cooler(value=0.8), *Chain.from_names(("top_k", {"k": 5}), "multinomial").processors])
-    assert chain.start(1)._native is None
+    assert not isinstance(chain.start(1).strategy, native.NativeTopK)
 
 
 def test_the_kernel_builds_once_into_the_cache_folder(tmp_path, monkeypatch):
@@ -117,23 +123,73 @@ def test_the_kernel_builds_once_into_the_cache_folder(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no scratch left behind
 
 
-def test_without_a_compiler_the_build_fails_clearly_and_samplekit_keeps_to_tensors(tmp_path, monkeypatch):
+def test_without_a_compiler_the_build_fails_once_saying_why_and_samplekit_keeps_to_tensors(tmp_path, monkeypatch):
     monkeypatch.setenv("SAMPLEKIT_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.raises((OSError, subprocess.SubprocessError)):
         native.build()
     monkeypatch.setattr(native, "_library", native._UNLOADED)
-    assert native.library() is None
-    run = Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial").start(2, seeds=[0, 1])
-    assert run._native is None
+    with pytest.warns(native.NativeBuildWarning, match="could not be built.*no-such-compiler"):
+        assert native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: the second look is silent
+        assert native.library() is None
+        run = Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial").start(
+            2, seeds=[0, 1])
+    assert run.strategy.name == "top-k candidates"
     ids = torch.zeros(2, 1, dtype=torch.long)
     for _ in range(3):
         assert run.select(ids, torch.randn(2, 50)).shape == (2,)
     monkeypatch.setattr(native, "_library", native._UNLOADED)  # the next test loads it again
 
 
-def test_samplekit_native_0_turns_the_kernel_off(monkeypatch):
+def test_samplekit_native_0_turns_the_kernel_off_quietly(monkeypatch):
     monkeypatch.setenv("SAMPLEKIT_NATIVE", "0")
     monkeypatch.setattr(native, "_library", native._UNLOADED)
-    assert native.library() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.library() is None
     monkeypatch.setattr(native, "_library", native._UNLOADED)
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """A clean process-wide plugin host before and after the test."""
+    from samplekit import plugins
+
+    monkeypatch.delenv(plugins.BLOCK_ENV, raising=False)
+    plugins.reset()
+    yield plugins
+    plugins.reset()
+
+
+def test_blocking_the_plugin_leaves_the_built_in_strategy_with_the_same_tokens(fresh_plugins, monkeypatch):
+    specs = (("temperature", {"value": 0.8}), ("top_k", {"k": 20}), "multinomial")
+    scores = [torch.randn(3, 300, generator=torch.Generator().manual_seed(i)) * 3 for i in range(12)]
+    ids = torch.zeros(3, 1, dtype=torch.long)
+
+    def tokens():
+        run = Chain.from_names(*specs).start(3, seeds=[5, 6, 7])
+        return run.strategy.name, [run.select(ids, s).tolist() for s in scores]
+
+    with_plugin = tokens()
+    monkeypatch.setenv("SAMPLEKIT_BLOCK_PLUGINS", "native")
+    fresh_plugins.reset()
+    without = tokens()
+    if native.library() is not None:
+        assert with_plugin[0] == "top-k candidates (C kernel)"
+    assert without[0] == "top-k candidates" and without[1] == with_plugin[1]
+
+
+@needs_kernel
+def test_a_wild_row_is_the_same_error_with_the_kernel_and_without(monkeypatch):
+    chain = Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 3}), "multinomial")
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        run = chain.start(3, seeds=[0, 1, 2])
+        run.select(ids, torch.randn(3, 50))  # step 0: dense
+        scores = torch.randn(3, 50)
+        scores[1] = float("-inf")
+        scores[1, 7] = bad
+        with pytest.raises(GenerationError, match=r"row\(s\) \[1\]"):
+            run.select(ids, scores)

@@ -1,0 +1,83 @@
+"""Top-k candidates: after a top-k, sample among its k survivors, exactly.
+
+When a chain holds a top-k (a processor with ``keeps_top(vocab_size) -> k | None``), each step:
+
+1. ``topk(k + 1)`` of the raw scores: the only full-vocabulary operation;
+2. the processors before the top-k, on those k + 1 values: each promises
+   ``commutes_with_top_k`` (a non-decreasing map of each logit that reads nothing but the logit
+   and its row's maximum, e.g. temperature), so the top k + 1 are the same tokens either way;
+3. one read of each row's maximum, k-th and (k+1)-th values: a row that is all -inf, NaN or
+   +inf is an error; a tie across the k-th place (the dense top-k keeps it) sends this step
+   to the dense path (exact, rare);
+4. the k candidates in token-id order through the processors after the top-k (each
+   ``candidate_safe`` or with ``process_candidates``), then the selector's
+   ``select_candidates`` (``samplekit.strategies.candidates``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from samplekit.hookspecs import hookimpl
+from samplekit.selection import EmptyRowError, NonFiniteRowError
+from samplekit.strategies.candidates import Pairs, runs_on_candidates, select_among, selects_candidates
+from samplekit.strategy import StepStrategy, promised
+
+_NEG_INF = float("-inf")
+_INF = float("inf")
+
+
+class TopKCandidates(StepStrategy):
+    name = "top-k candidates"
+
+    def __init__(self, prefix: Pairs, producer, suffix: Pairs):
+        self.prefix, self.producer, self.suffix = prefix, producer, suffix
+        self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
+
+    def select(self, run, input_ids, scores):
+        k = self.producer.keeps_top(scores.shape[-1])
+        if k is None or k + 1 > scores.shape[-1]:
+            return None
+        values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first (NaN first of all)
+        values = run.apply(self.prefix, input_ids, values)
+        columns = self._columns.get(k)
+        if columns is None:
+            columns = self._columns[k] = torch.tensor([0, k - 1, k], device=values.device)
+        picked = values.index_select(-1, columns).tolist()  # each row's maximum, k-th, (k+1)-th
+        check_picked(picked)
+        if any(kth == nxt and kth != _NEG_INF for _, kth, nxt in picked):
+            return None  # a tie across the k-th place: the dense top-k keeps it
+        indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
+        return select_among(run, input_ids, values.gather(-1, order), indices, self.suffix, checked=True)
+
+
+def check_picked(picked: list[list[float]]) -> None:
+    """Each row's maximum (the first of each list) is finite, else the row's error."""
+    wild = [r for r, (top, *_) in enumerate(picked) if top != top or top == _INF]
+    if wild:
+        raise NonFiniteRowError(wild)
+    empty = [r for r, (top, *_) in enumerate(picked) if top == _NEG_INF]
+    if empty:
+        raise EmptyRowError(empty)
+
+
+def plan(chain) -> tuple[Pairs, object, Pairs] | None:
+    """(prefix, producer, suffix) when ``chain`` can run on top-k candidates, else None: the
+    first processor that ``keeps_top`` whose prefix commutes with it and whose suffix runs on
+    candidates, before a selector that ``select_candidates``."""
+    if chain.selector is None or not selects_candidates(chain):
+        return None
+    logits = chain.indexed_logits
+    for at, (producer, _) in enumerate(logits):
+        if promised(producer, "keeps_top") is None:
+            continue
+        prefix, suffix = logits[:at], logits[at + 1:]
+        if all(promised(p, "commutes_with_top_k") for p, _ in prefix) and all(runs_on_candidates(p) for p, _ in suffix):
+            return prefix, producer, suffix
+    return None
+
+
+@hookimpl(tryfirst=True)
+def step_strategy(chain):
+    found = plan(chain)
+    return TopKCandidates(*found) if found else None
