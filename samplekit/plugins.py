@@ -1,10 +1,15 @@
 """The plugin manager: hook specs, built-in plugins, entry points, and the registry built from them.
 
-Environment switches:
+Environment switches (1/true/yes/on or 0/false/no/off):
 
 - ``SAMPLEKIT_DISABLE_PLUGIN_AUTOLOAD=1``: do not load entry points (built-ins only);
 - ``SAMPLEKIT_BLOCK_PLUGINS=a,b``: never register the plugins with these names (built-ins too);
 - ``SAMPLEKIT_DEBUG_HOOKS=1``: print every hook call (pluggy's tracing) to stderr.
+
+A broken plugin never takes samplekit down: an import that fails (even ``sys.exit``), a hook
+that raises, a bad registration or a misspelt hook is reported once as a ``PluginLoadWarning``
+naming the plugin and its distribution, recorded for ``samplekit plugins``, and the rest works.
+A processor name two plugins register is withdrawn from both (``Registry.contest``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ from typing import Any
 import pluggy
 
 from samplekit import hookspecs
+from samplekit.env import env_flag
 from samplekit.errors import PluginError
-from samplekit.registry import Provider, Registry
+from samplekit.registry import NameClash, Provider, Registry
 
 ENTRY_POINT_GROUP = "samplekit"
 AUTOLOAD_ENV = "SAMPLEKIT_DISABLE_PLUGIN_AUTOLOAD"
@@ -45,11 +51,13 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "samplekit.processors.min_new_tokens",
     "samplekit.processors.dynamic_temperature",
     "samplekit.processors.gumbel",
+    "samplekit.strategies.filter",
+    "samplekit.strategies.top_k",
 )
 
 
 class PluginLoadWarning(UserWarning):
-    """An installed plugin failed to load; samplekit goes on without it."""
+    """An installed plugin is broken; samplekit goes on without it (or without the broken part)."""
 
 
 @dataclass
@@ -69,6 +77,12 @@ class PluginInfo:
     def provider(self) -> Provider:
         return Provider(self.name, self.distribution, self.version, self.builtin)
 
+    def fail(self, problem: str) -> None:
+        """Record ``problem`` and warn once, naming the plugin and its distribution."""
+        self.error = problem if self.error is None else f"{self.error}; {problem}"
+        warnings.warn(f"samplekit {self.provider.describe()} ({self.module}): {problem}", PluginLoadWarning,
+                      stacklevel=3)
+
 
 class PluginHost:
     """A plugin manager plus what samplekit knows of each plugin (distribution, load errors)."""
@@ -79,32 +93,20 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         if blocked is None:
-            blocked = tuple(n.strip() for n in os.environ.get(BLOCK_ENV, "").split(",") if n.strip())
+            blocked = tuple(n.strip() for n in _env(BLOCK_ENV).split(",") if n.strip())
         for name in blocked:
             self.pm.set_blocked(name)
-        if os.environ.get(DEBUG_ENV):
+        if env_flag(DEBUG_ENV):
             self.pm.trace.root.setwriter(lambda text: sys.stderr.write(text))
             self.pm.enable_tracing()
         for module_name in BUILTIN_PLUGINS:
             self._register_builtin(module_name)
         if autoload is None:
-            autoload = not os.environ.get(AUTOLOAD_ENV)
+            autoload = not env_flag(AUTOLOAD_ENV)
         if autoload:
             self._load_entry_points()
         for plugin in plugins:
             self.add(plugin)
-        self._check_pending()
-
-    def _check_pending(self) -> None:
-        """A misspelt hook implementation fails loudly, naming its plugin and distribution."""
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            name = self.pm.get_name(exc.plugin)
-            info = self.infos.get(name)
-            who = info.provider.describe() if info else f"plugin {name!r}"
-            known = ", ".join(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "samplekit_spec"))
-            raise PluginError(f"{who}: {exc} (samplekit's hooks: {known})") from None
 
     def _register_builtin(self, module_name: str) -> None:
         if self.pm.is_blocked(module_name):
@@ -116,56 +118,94 @@ class PluginHost:
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
+            info = PluginInfo(ep.name, ep.value, False, dist.metadata["Name"] if dist is not None else None,
+                              dist.version if dist is not None else None)
             if self.pm.is_blocked(ep.name):
                 continue
             if ep.name in self.infos:
                 other = self.infos[ep.name]
-                raise PluginError(
-                    f"two plugins use the entry point name {ep.name!r}: {other.distribution} {other.version} "
-                    f"and {dist_name} {version}; uninstall one of them"
-                )
-            info = PluginInfo(ep.name, ep.value, False, dist_name, version)
+                info.fail(f"skipped: the entry point name {ep.name!r} is already used by {other.distribution} "
+                          f"{other.version or ''}; uninstall one of them".replace("  ", " "))
+                self.infos[f"{ep.name} ({info.distribution})"] = info
+                continue
             self.infos[ep.name] = info
             try:
                 plugin = ep.load()
-                self.pm.register(plugin, name=ep.name)
-            except Exception as exc:  # a broken plugin must not take samplekit down with it
-                info.error = f"{type(exc).__name__}: {exc}"
-                warnings.warn(
-                    f"samplekit plugin {ep.name!r} ({ep.value}) from {dist_name} {version} failed to load "
-                    f"and is skipped: {info.error}",
-                    PluginLoadWarning,
-                    stacklevel=2,
-                )
+            except (Exception, SystemExit) as exc:  # a broken plugin must not take samplekit down with it
+                info.fail(f"failed to load and is skipped: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            self._register(plugin, info)
 
     def add(self, plugin: Any, name: str | None = None) -> str:
         """Register a plugin object (a module, class or instance) directly, e.g. in tests."""
-        registered = self.pm.register(plugin, name=name)
+        info = PluginInfo(name or getattr(plugin, "__name__", repr(plugin)),
+                          getattr(plugin, "__name__", repr(plugin)), False)
+        registered = self._register(plugin, info, name=name)
         if registered is None:
             raise PluginError(f"plugin {name or plugin!r} is blocked")
-        self.infos[registered] = PluginInfo(registered, getattr(plugin, "__name__", repr(plugin)), False)
+        return registered
+
+    def _register(self, plugin: Any, info: PluginInfo, name: str | None = None) -> str | None:
+        """Register ``plugin``; one that implements a hook samplekit does not have is refused
+        (a misspelt hook would otherwise silently never run)."""
+        try:
+            registered = self.pm.register(plugin, name=name or info.name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            info.fail(f"refused: {exc}")
+            self.infos[info.name] = info
+            return None
+        if registered is None:
+            return None
+        info.name = registered
+        self.infos[registered] = info
+        unknown = [h.name for h in self.pm.get_hookcallers(plugin) or [] if not h.has_spec()]
+        if unknown:
+            self.pm.unregister(plugin)
+            known = ", ".join(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "samplekit_spec"))
+            info.fail(f"implements unknown hook(s) {', '.join(unknown)} and is skipped (samplekit's hooks: {known})")
         return registered
 
     def build_registry(self) -> Registry:
-        """Call every plugin's ``register_processors`` with a callback that records who registered what."""
+        """Call each plugin's ``register_processors`` (through pluggy, so its tracing shows the
+        calls) with a callback that records who registered what; a plugin whose hook raises or
+        registers a bad class is reported, and the rest is registered."""
         registry = Registry()
-        for impl in self.pm.hook.register_processors.get_hookimpls():
+        hook = self.pm.hook.register_processors
+        implementations = hook.get_hookimpls()
+        plugins = [impl.plugin for impl in implementations]
+        for impl in reversed(implementations):  # registration order: built-ins first
             info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, False)
-
-            def register(cls, _info=info):
-                registry.register(cls, _info.provider)
-                _info.processors.append(cls.name)
-
-            impl.function(register=register)
+            caller = self.pm.subset_hook_caller("register_processors", [p for p in plugins if p is not impl.plugin])
+            try:
+                caller(register=functools.partial(self._register_processor, registry, info))
+            except Exception as exc:  # noqa: BLE001 - reported, and the other plugins still register
+                info.fail(f"register_processors raised {type(exc).__name__}: {str(exc)[:300]}")
         for info in self.infos.values():
             plugin = self.pm.get_plugin(info.name)
             info.hooks = [h.name for h in self.pm.get_hookcallers(plugin) or []] if plugin is not None else []
         return registry
 
+    def _register_processor(self, registry: Registry, info: PluginInfo, cls: Any) -> None:
+        try:
+            registry.register(cls, info.provider)
+        except NameClash as clash:
+            registry.contest(clash)
+            info.fail(f"{clash}; neither is usable under that name")
+            owner = next((i for i in self.infos.values() if i.provider == clash.owner), None)
+            if owner is not None and owner is not info:
+                owner.error = f"{owner.error}; {clash}" if owner.error else str(clash)
+            return
+        except PluginError as exc:
+            info.fail(f"{exc}; skipped")
+            return
+        info.processors.append(cls.name)
+
     def plugin_infos(self, include_builtins: bool = False) -> list[PluginInfo]:
         return [i for i in self.infos.values() if include_builtins or not i.builtin]
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "")
 
 
 def _version(dist: str) -> str | None:

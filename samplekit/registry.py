@@ -51,34 +51,60 @@ class ProcessorEntry:
         }
 
 
+class NameClash(PluginError):
+    """Two plugins registered the same processor name (or alias)."""
+
+    def __init__(self, name: str, owner: Provider, newcomer: Provider):
+        super().__init__(
+            f"processor name {name!r} is registered twice: by {owner.describe()} and by {newcomer.describe()}; "
+            "uninstall or block one of them (SAMPLEKIT_BLOCK_PLUGINS)"
+        )
+        self.name, self.owner, self.newcomer = name, owner, newcomer
+
+
 @dataclass
 class Registry:
-    """Processor names to entries. Aliases resolve to the same entry."""
+    """Processor names to entries. Aliases resolve to the same entry. A name two plugins
+    registered is ``contested``: neither gets it, and using it is an error naming both."""
 
     entries: dict[str, ProcessorEntry] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
+    contested: dict[str, str] = field(default_factory=dict)
 
     def register(self, cls: Any, provider: Provider) -> None:
-        """Add ``cls``; a bad class or a name already taken raises PluginError naming both sides."""
+        """Add ``cls``; a bad class raises PluginError and a name already taken NameClash,
+        naming both sides; nothing is half-registered."""
         _check_processor_class(cls, provider)
         for name in (cls.name, *cls.aliases):
             owner = self._lookup(name)
             if owner is not None:
-                raise PluginError(
-                    f"processor name {name!r} is registered twice: by {owner.provider.describe()} "
-                    f"and by {provider.describe()}; uninstall or block one of them "
-                    "(SAMPLEKIT_BLOCK_PLUGINS)"
-                )
+                raise NameClash(name, owner.provider, provider)
+            if name in self.contested:
+                raise PluginError(self.contested[name])
         self.entries[cls.name] = ProcessorEntry(cls.name, cls, provider)
         for alias in cls.aliases:
             self.aliases[alias] = cls.name
+
+    def contest(self, clash: NameClash) -> None:
+        """Withdraw the clashing name (and, if it named a processor, that processor's aliases)."""
+        name = clash.name
+        target = self.aliases.pop(name, None)
+        entry = self.entries.pop(name, None) if target is None else None
+        self.contested[name] = str(clash)
+        if entry is not None:
+            for alias in entry.cls.aliases:
+                self.aliases.pop(alias, None)
+                self.contested[alias] = str(clash)
 
     def _lookup(self, name: str) -> ProcessorEntry | None:
         return self.entries.get(self.aliases.get(name, name))
 
     def get(self, name: str, where: str = "processor") -> ProcessorEntry:
-        """The entry for ``name`` or an alias; an unknown name is a ConfigError with suggestions."""
+        """The entry for ``name`` or an alias; an unknown name is a ConfigError with suggestions,
+        a contested one a PluginError naming both plugins."""
         entry = self._lookup(name)
+        if entry is None and name in self.contested:
+            raise PluginError(f"{where}: {self.contested[name]}")
         if entry is None:
             known = sorted([*self.entries, *self.aliases])
             close = difflib.get_close_matches(name, known, n=3)

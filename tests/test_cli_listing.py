@@ -69,7 +69,7 @@ def test_plugins_all_shows_the_builtin_plugins_and_what_they_register(fresh_host
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for module in plugin_host.BUILTIN_PLUGINS:
         assert rows[module]["builtin"] and rows[module]["distribution"] == "samplekit"
-        assert "register_processors" in rows[module]["hooks"]
+        assert rows[module]["hooks"] == (["step_strategy"] if ".strategies." in module else ["register_processors"])
     assert rows["samplekit.processors.selectors"]["processors"][:2] == ["greedy", "multinomial"]
     table = invoke("plugins", "--all")
     assert table.exit_code == 0, table.output

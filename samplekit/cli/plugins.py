@@ -40,7 +40,7 @@ def plugins(
         dist = f"{r['distribution'] or '-'} {r['version'] or ''}".rstrip()
         if r["builtin"]:
             dist += "\n(built-in)"
-        status = Text(f"failed to load: {r['error']}", style="red") if r["error"] else Text("ok")
+        status = Text(r["error"], style="red") if r["error"] else Text("ok")
         cells = (r["name"], dist, ", ".join(r["processors"]) or "-", ", ".join(r["hooks"]) or "-")
         table.add_row(*(Text(c) for c in cells), status)
     Console(width=None if sys.stdout.isatty() else 120).print(table)
