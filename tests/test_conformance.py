@@ -6,7 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 
-from samplekit import Param, Processor, Selector
+import math
+
+from samplekit import ContextProcessor, Param, Processor, Selector, check_rows
 from samplekit.plugins import PluginHost
 from samplekit.testing import check_processor, logits, token_histories
 
@@ -232,6 +234,141 @@ class CandidatesDisagree(Processor):
         return scores.masked_fill(scores < scores.amax(dim=-1, keepdim=True), float("-inf"))
 
 
+class ForgetsJoiningRows(Processor):
+    """Counts each row's accepted tokens, but joining rows reset everyone's count."""
+
+    name = "forgets_joining_rows"
+    stateful = True
+
+    def start(self, batch_size, ctx):
+        return torch.zeros(batch_size)
+
+    def join_rows(self, state, joining):
+        return torch.zeros(len(state) + len(joining))  # the bug: the running rows lose their counts
+
+    def accept(self, tokens, ctx):
+        ctx.state.add_(1)
+
+    def process(self, input_ids, scores, ctx):
+        return scores - ctx.state.to(scores.dtype)[:, None] * (torch.arange(scores.shape[-1]) == 0)
+
+
+class CountsRunSteps(Processor):
+    """Bans token 0 for the first two steps, counting the run's steps instead of each row's."""
+
+    name = "counts_run_steps"
+    is_filter = True
+
+    def tracks_generation(self):
+        return True
+
+    def process(self, input_ids, scores, ctx):
+        return scores.index_fill(1, torch.tensor([0]), float("-inf")) if ctx.step < 2 else scores  # ctx.steps!
+
+
+class FalseKeepsTop(Processor):
+    """Promises keeps_top k but keeps k + 1."""
+
+    name = "false_keeps_top"
+    is_filter = keeps_argmax = True
+
+    def keeps_top(self, vocab_size):
+        return 2 if 2 < vocab_size else None
+
+    def process(self, input_ids, scores, ctx):
+        kth = scores.topk(min(3, scores.shape[-1]), dim=-1).values[:, -1:]
+        return scores.masked_fill(scores < kth, float("-inf"))
+
+
+class FalseCommutes(Processor):
+    """Subtracts the log-sum-exp (reads the whole row) but promises commutes_with_top_k."""
+
+    name = "false_commutes"
+    keeps_argmax = True
+    commutes_with_top_k = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores - scores.float().logsumexp(-1, keepdim=True).nan_to_num(0.0, neginf=0.0).to(scores.dtype)
+
+
+class FalseCandidateSafe(Processor):
+    """Shifts by the log of the vocabulary size but promises candidate_safe."""
+
+    name = "false_candidate_safe"
+    keeps_argmax = True
+    candidate_safe = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores - math.log(scores.shape[-1])
+
+
+class FalseProcessCandidates(Processor):
+    """Halves the scores, but its process_candidates returns them unchanged."""
+
+    name = "false_process_candidates"
+    keeps_argmax = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores / 2
+
+    def process_candidates(self, input_ids, values, indices, ctx):
+        return values
+
+
+class FalseSelectCandidates(Selector):
+    """Greedy, but on candidates it picks the last maximum instead of the lowest id."""
+
+    name = "false_select_candidates"
+    keeps_argmax = True
+
+    def select(self, input_ids, scores, ctx):
+        row_max, tokens = scores.max(dim=-1)
+        check_rows(row_max)
+        return tokens
+
+    def select_candidates(self, input_ids, values, indices, ctx):
+        flipped = values.flip(-1).argmax(dim=-1)
+        return indices.gather(-1, (values.shape[-1] - 1 - flipped)[:, None]).squeeze(-1)
+
+
+class UndeclaredTracksGeneration(Processor):
+    """Lowers every logit by the step count, without declaring tracks_generation."""
+
+    name = "undeclared_tracks_generation"
+    keeps_argmax = vocab_symmetric = True
+
+    def process(self, input_ids, scores, ctx):
+        return scores - ctx.steps.to(scores.dtype)[:, None]
+
+
+class FalseKeepsLastWindow(ContextProcessor):
+    """Keeps the first window tokens but declares keeps_last_window."""
+
+    name = "false_keeps_last_window"
+    keeps_last_window = True
+
+    def window(self, ctx):
+        return 2
+
+    def crop(self, input_ids, ctx):
+        return input_ids[:, :2]
+
+
+class KeepsStateOnItself(Processor):
+    """Misbehaves on its 40th call only, counting calls on the processor object."""
+
+    name = "keeps_state_on_itself"
+    keeps_argmax = True
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        self.calls = 0
+
+    def process(self, input_ids, scores, ctx):
+        self.calls += 1
+        return scores * float("nan") if self.calls == 40 else scores
+
+
 BROKEN = [
     (WritesInput, "input not written"),
     (ChangesDtype, "dtype kept"),
@@ -245,9 +382,19 @@ BROKEN = [
     (ClaimsVocabSymmetric, "declares vocab_symmetric"),
     (UndeclaredRandom, "declares random=False"),
     (UndeclaredHistory, "declares needs_history=False"),
-    (PicksMaskedToken, "selector picks a finite logit"),
+    (PicksMaskedToken, "selector picks a finite logit|a row of only -inf"),
     (NoHelp, "no help text"),
     (CandidatesDisagree, "filter_candidates agrees with process"),
+    (ForgetsJoiningRows, "rows join and leave"),
+    (CountsRunSteps, "rows join and leave"),
+    (FalseKeepsTop, "declares keeps_top"),
+    (FalseCommutes, "declares commutes_with_top_k"),
+    (FalseCandidateSafe, "declares candidate_safe"),
+    (FalseProcessCandidates, "declares process_candidates"),
+    (FalseSelectCandidates, "declares select_candidates"),
+    (UndeclaredTracksGeneration, r"declares tracks_generation\(\) False"),
+    (FalseKeepsLastWindow, "declares keeps_last_window"),
+    (KeepsStateOnItself, "keeps state on the processor object"),
 ]
 
 
