@@ -20,12 +20,14 @@ Two forward paths, same tokens:
   A model that takes no ``attention_mask`` gets each group of equal-length rows unpadded.
 
 Finished rows leave the batch (the cache and the chain's state drop them), so they cost nothing
-further. Padding ids are 0; processors must read ``ctx.attention_mask`` to skip them.
+further; a processor may end a row itself (``ctx.finish``: a completed constraint). Padding ids
+are 0; processors must read ``ctx.attention_mask`` to skip them. Without seeds, the rows' seeds
+are drawn once from torch's global generator, so ``torch.manual_seed(n)`` reproduces a run.
 
 The model runs under ``torch.inference_mode`` in eval mode (its training mode is restored
 afterwards). ``model.prepare_for_inference()`` (GPTModel: fuse the q/k/v projections) is called
-when present, and again whenever a parameter was replaced or changed in place since the last
-call, so fused copies of the weights are never stale.
+when present, and again whenever a parameter was replaced, moved or changed in place since the
+last call, so fused copies of the weights are never stale.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import math
 import os
 import weakref
 from collections.abc import Iterator, Sequence
@@ -43,8 +46,9 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain
-from samplekit.processors.context import ContextWindow
 from samplekit.stopping import Deadline, StopStrings, TextStream, resolve_eos_ids
+
+HISTORY_CHUNK = 256  # the token history grows by this many columns at a time, never all up front
 
 
 @dataclass
@@ -56,7 +60,8 @@ class GenerationResult:
     stop string are removed; a token straddling its start is kept (so ``decode(tokens)`` starts
     with ``text``, and equals it when the stop string starts on a token boundary).
     ``text``: the decoded new text, cut where the stop string began (None without a tokenizer).
-    ``finish_reason``: "length" | "eos" | "stop" | "time". ``prompt_length``: the prompt's tokens.
+    ``finish_reason``: "length" | "eos" | "stop" | "time", or the reason a processor gave when
+    it ended the row (``ctx.finish``, e.g. "constraint"). ``prompt_length``: the prompt's tokens.
     """
 
     tokens: list[int]
@@ -86,7 +91,7 @@ class TokenEvent:
 def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None, generator=None,
              stop=(), stop_on_eos: bool = True, eos_token_ids=None, tokenizer=None,
              max_time: float | None = None, use_cache: bool | None = None,
-             context_length: int | None = None) -> list[GenerationResult]:
+             context_length: int | None = None, batch_invariant: bool = False) -> list[GenerationResult]:
     """Generate from each prompt; one ``GenerationResult`` per prompt, in order.
 
     ``prompts``: a list of token-id lists (lengths may differ), one list of ints, or a LongTensor
@@ -99,11 +104,15 @@ def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None
     ``<|endoftext|>``. ``max_time``: seconds. ``use_cache``: None uses the KV cache when the model
     has one, False never. ``context_length``: default the model's (``model.context_length`` or
     ``model.config.context_length``), else unbounded; a ``context_window`` processor may lower it.
+    ``batch_invariant``: run the model in its batch-invariant mode (``GPTModel``: every row's
+    logits bit-identical whatever else is in the batch), so that with per-prompt seeds each
+    prompt's tokens are exactly those it gets alone; without it a row's logits may differ in the
+    last bits with the batch, which changes a sampled token about once in thousands of steps.
     """
     decoding = _Decoding(model, prompts, chain=chain, max_new_tokens=max_new_tokens, seed=seed,
                          generator=generator, stop=stop, stop_on_eos=stop_on_eos,
                          eos_token_ids=eos_token_ids, tokenizer=tokenizer, max_time=max_time,
-                         use_cache=use_cache, context_length=context_length)
+                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant)
     with torch.inference_mode():  # one guard for the whole loop: nothing runs between steps
         for _ in decoding.steps(guard_each_step=False):
             pass
@@ -113,13 +122,13 @@ def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None
 def generate_stream(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None,
                     generator=None, stop=(), stop_on_eos: bool = True, eos_token_ids=None,
                     tokenizer=None, max_time: float | None = None, use_cache: bool | None = None,
-                    context_length: int | None = None) -> Iterator[TokenEvent]:
+                    context_length: int | None = None, batch_invariant: bool = False) -> Iterator[TokenEvent]:
     """Like ``generate``, but yield a ``TokenEvent`` per row per token as it is chosen (rows in
     batch order within a step). Each row's last event has ``finished`` set."""
     decoding = _Decoding(model, prompts, chain=chain, max_new_tokens=max_new_tokens, seed=seed,
                          generator=generator, stop=stop, stop_on_eos=stop_on_eos,
                          eos_token_ids=eos_token_ids, tokenizer=tokenizer, max_time=max_time,
-                         use_cache=use_cache, context_length=context_length)
+                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant)
     for step, rows, tokens, texts, finished in decoding.steps():
         for row, token, text, reason in zip(rows, tokens, texts, finished):
             yield TokenEvent(row, token, step, text, reason)
@@ -140,7 +149,7 @@ def generate_text(model, input_ids, maximum_new_tokens: int, temperature: float 
             raise ValueError(f"generate_text takes one prompt; got a batch of {input_ids.shape[0]}")
         input_ids = input_ids.reshape(-1).tolist()
     prompt = [int(t) for t in input_ids]
-    if temperature < 0:
+    if not temperature >= 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if temperature == 0:
         chain = Chain.from_names("greedy")
@@ -158,7 +167,7 @@ def generate_text(model, input_ids, maximum_new_tokens: int, temperature: float 
 def resolve_chain(chain) -> Chain:
     """A Chain from a Chain, ChainConfig, config dict/list, YAML path or preset name, or None
     (the default: temperature 0.8, top-k 50, multinomial)."""
-    from samplekit.config import ChainConfig, default_config, load_config
+    from samplekit.config import ChainConfig, chain_from_config, default_config, load_config
 
     if chain is None:
         return default_config().build_chain()
@@ -167,7 +176,7 @@ def resolve_chain(chain) -> Chain:
     if isinstance(chain, ChainConfig):
         return chain.build_chain()
     if isinstance(chain, (dict, list)):
-        return Chain.from_config(chain)
+        return chain_from_config(chain)
     if isinstance(chain, (str, os.PathLike)):
         return load_config(Path(chain) if not isinstance(chain, str) else chain).build_chain()
     raise TypeError(f"chain must be a Chain, ChainConfig, dict, path or preset name, not {type(chain).__name__}")
@@ -188,13 +197,12 @@ class _Decoding:
     """One generation: the batch's token history, the chain run, the cache and each row's stops."""
 
     def __init__(self, model, prompts, *, chain, max_new_tokens, seed, generator, stop, stop_on_eos,
-                 eos_token_ids, tokenizer, max_time, use_cache, context_length):
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+                 eos_token_ids, tokenizer, max_time, use_cache, context_length, batch_invariant=False):
+        _check_run_settings(max_new_tokens, max_time, context_length)
         self.model = model
         self.max_new_tokens = int(max_new_tokens)
         self.device = _model_device(model)
-        prompt_rows = _prompt_rows(prompts)
+        prompt_rows = _prompt_rows(prompts, _vocab_size(model))
         B = len(prompt_rows)
         self.prompt_lengths = [len(p) for p in prompt_rows]
         self.stops = StopStrings(stop)
@@ -210,10 +218,17 @@ class _Decoding:
         self.chain = resolve_chain(chain)
         self.context_length = context_length if context_length is not None else model_context_length(model)
         self.takes_mask = _accepts(model, "attention_mask") and _accepts(model, "position_ids")
-        # Optional in the protocol: logits for the last position only (no [B, T, V] at prefill).
+        # Optional in the protocol: logits for the last position only (no [B, T, V] at prefill),
+        # and a batch-invariant forward.
         self.last_only = {"last_only": True} if _accepts(model, "last_only") else {}
+        if batch_invariant and not _accepts(model, "batch_invariant"):
+            raise ValueError(f"batch_invariant=True, but {type(model).__name__} has no batch-invariant mode "
+                             "(its forward takes no batch_invariant argument)")
+        self.invariant = {"batch_invariant": True} if batch_invariant else {}
+        if self.chain.selector is None:
+            raise ValueError(f"{self.chain!r} is logits-only: generation needs a chain that ends in a selector")
         has_cache = callable(getattr(model, "new_cache", None))
-        crop_is_window = all(type(p).crop is ContextWindow.crop for p in self.chain.context)
+        crop_is_window = all(p.keeps_last_window for p in self.chain.context)
         if use_cache and not (has_cache and crop_is_window):
             why = ("the model has no new_cache()" if not has_cache else
                    "a context processor of the chain crops in its own way (not the last window tokens)")
@@ -228,7 +243,7 @@ class _Decoding:
     @torch.inference_mode()
     def _setup(self, prompt_rows, seeds, generator, tokenizer):
         B, P = len(prompt_rows), max(self.prompt_lengths, default=0)
-        self.hist = torch.zeros(B, P + self.max_new_tokens, dtype=torch.long, device=self.device)
+        self.hist = torch.zeros(B, P + min(self.max_new_tokens, HISTORY_CHUNK), dtype=torch.long, device=self.device)
         ragged = len(set(self.prompt_lengths)) > 1
         self.mask = torch.ones_like(self.hist, dtype=torch.bool) if ragged else None
         for i, p in enumerate(prompt_rows):
@@ -243,6 +258,7 @@ class _Decoding:
                                     context_length=self.context_length, eos_token_ids=self.eos_ids,
                                     tokenizer=tokenizer)
         self.window = self.run.window()
+        self.vocab_limit = _undecodable_ids(_vocab_size(self.model), tokenizer, self.device)
         if B and self.max_new_tokens:
             _prepare(self.model)
             if self.was_training:
@@ -269,17 +285,30 @@ class _Decoding:
 
     def _step(self, step: int) -> list[int]:
         logits = self._next_logits(step)                   # [B, V], the last position's
+        if self.vocab_limit is not None:                   # ids the tokenizer cannot decode: never sampled
+            logits = logits.index_fill(-1, self.vocab_limit, float("-inf"))
         if self.mask is not None:
             self.run.ctx.attention_mask = self.mask[:, :self.T]
         tokens = self.run.select(self.hist[:, :self.T], logits)  # [B]
+        if self.T == self.hist.shape[1]:
+            self._grow()
         self.hist[:, self.T] = tokens
         self.T += 1
         return tokens.tolist()
 
+    def _grow(self) -> None:
+        """More history columns: a chunk at a time, up to what max_new_tokens can fill."""
+        room = max(self.prompt_lengths) + self.max_new_tokens - self.hist.shape[1]
+        extra = min(max(HISTORY_CHUNK, self.hist.shape[1]), room)
+        self.hist = torch.cat([self.hist, self.hist.new_zeros(self.hist.shape[0], extra)], dim=1)
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], extra)], dim=1)
+
     def _check_stops(self, step: int, tokens: list[int]):
         last_step = step + 1 == self.max_new_tokens
         out_of_time = not last_step and self.deadline.passed()
-        if self.streams is None and not (last_step or out_of_time) and self.stop_ids.isdisjoint(tokens):
+        ended = self.run.ctx.finished  # rows a processor ended (ctx.finish): their token is kept
+        if self.streams is None and not (last_step or out_of_time or ended) and self.stop_ids.isdisjoint(tokens):
             for row, token in zip(self.rows, tokens):  # the common step: no row ends, no text
                 self.new_tokens[row].append(token)
             return step, list(self.rows), tokens, [""] * len(tokens), [None] * len(tokens)
@@ -296,6 +325,8 @@ class _Decoding:
                     if stream.stopped:
                         reason = "stop"
                         del self.new_tokens[row][stream.kept_tokens:]
+                if reason is None and i in ended:
+                    reason = ended[i]
                 if reason is None and (last_step or out_of_time):
                     reason = "length" if last_step else "time"
             if reason is not None:
@@ -342,18 +373,18 @@ class _Decoding:
         T, w = self.T, self.window
         self.cache_start = start = T - w if w is not None and T > w else 0
         if self.mask is None:
-            return _last(self.model(self.hist[:, start:T], cache=self.cache, **self.last_only))
+            return _last(self.model(self.hist[:, start:T], cache=self.cache, **self.last_only, **self.invariant))
         self.positions = (self.mask[:, start:].cumsum(1) - 1).clamp_(min=0)
         n = T - start
         return _last(self.model(self.hist[:, start:T], cache=self.cache, attention_mask=self.mask[:, start:T],
-                                position_ids=self.positions[:, :n], **self.last_only))
+                                position_ids=self.positions[:, :n], **self.last_only, **self.invariant))
 
     def _decode_one(self) -> torch.Tensor:
         T, start = self.T, self.cache_start
         if self.mask is None:
-            return _last(self.model(self.hist[:, T - 1:T], cache=self.cache))
+            return _last(self.model(self.hist[:, T - 1:T], cache=self.cache, **self.invariant))
         return _last(self.model(self.hist[:, T - 1:T], cache=self.cache, attention_mask=self.mask[:, start:T],
-                                position_ids=self.positions[:, T - 1 - start:T - start]))
+                                position_ids=self.positions[:, T - 1 - start:T - start], **self.invariant))
 
     def _plain(self) -> torch.Tensor:
         T, w = self.T, self.window
@@ -361,18 +392,19 @@ class _Decoding:
         if w is not None and ids.shape[1] > w:
             ids = ids[:, -w:]
         if self.mask is None:
-            return _last(self.model(ids, **self.last_only))
+            return _last(self.model(ids, **self.last_only, **self.invariant))
         mask = self.mask[:, T - ids.shape[1]:T]  # context processors keep the last columns
         if bool(mask.all()):
-            return _last(self.model(ids, **self.last_only))
+            return _last(self.model(ids, **self.last_only, **self.invariant))
         if self.takes_mask:
             positions = (mask.cumsum(1) - 1).clamp_(min=0)
-            return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only))
+            return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only,
+                                    **self.invariant))
         pads = (~mask).sum(1).tolist()  # no attention_mask: feed each equal-padding group unpadded
         logits = None
         for pad in sorted(set(pads)):
             group = torch.tensor([i for i, p in enumerate(pads) if p == pad], device=ids.device)
-            part = _last(self.model(ids.index_select(0, group)[:, pad:], **self.last_only))
+            part = _last(self.model(ids.index_select(0, group)[:, pad:], **self.last_only, **self.invariant))
             if logits is None:
                 logits = part.new_empty(ids.shape[0], part.shape[-1])
             logits.index_copy_(0, group, part)
@@ -393,35 +425,93 @@ def _last(out) -> torch.Tensor:
     return logits[:, -1, :]
 
 
-def _prompt_rows(prompts) -> list:
+def _prompt_rows(prompts, vocab_size: int | None) -> list:
+    """Each prompt as a list of ints or a 1-d LongTensor; refuses what cannot be token ids."""
     if isinstance(prompts, torch.Tensor):
         if prompts.dim() == 1:
             prompts = prompts.unsqueeze(0)
         if prompts.dim() != 2:
             raise ValueError(f"prompts tensor must be [B, T], got shape {list(prompts.shape)}")
+        if prompts.is_floating_point() or prompts.is_complex() or prompts.dtype == torch.bool:
+            raise ValueError(f"prompts must hold integer token ids, not {prompts.dtype}")
         rows = list(prompts.long().cpu())
-    elif isinstance(prompts, Sequence) and prompts and all(isinstance(t, int) for t in prompts):
+    elif isinstance(prompts, Sequence) and not isinstance(prompts, (str, bytes)) and prompts \
+            and all(_is_id(t) for t in prompts):
         rows = [list(prompts)]
-    elif isinstance(prompts, Sequence):
-        rows = [p.reshape(-1).long().cpu() if isinstance(p, torch.Tensor) else [int(t) for t in p]
-                for p in prompts]
+    elif isinstance(prompts, Sequence) and not isinstance(prompts, (str, bytes)):
+        rows = [_prompt_row(p, i) for i, p in enumerate(prompts)]
     else:
         raise TypeError(f"prompts must be token-id lists or a LongTensor, not {type(prompts).__name__}")
+    if not rows:
+        raise ValueError("prompts is empty; pass at least one prompt")
     for i, p in enumerate(rows):
         if len(p) == 0:
             raise ValueError(f"prompt {i} is empty; every prompt needs at least one token")
+        low, high = (int(p.min()), int(p.max())) if isinstance(p, torch.Tensor) else (min(p), max(p))
+        if low < 0 or (vocab_size is not None and high >= vocab_size):
+            bad = low if low < 0 else high
+            raise ValueError(f"prompt {i} holds token id {bad}, outside the model's vocabulary [0, {vocab_size})"
+                             if vocab_size is not None else f"prompt {i} holds a negative token id {bad}")
     return rows
+
+
+def _is_id(t) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
+def _prompt_row(p, i: int):
+    if isinstance(p, torch.Tensor):
+        if p.is_floating_point() or p.is_complex() or p.dtype == torch.bool:
+            raise ValueError(f"prompt {i} must hold integer token ids, not {p.dtype}")
+        return p.reshape(-1).long().cpu()
+    if isinstance(p, (str, bytes)) or not isinstance(p, Sequence) or not all(_is_id(t) for t in p):
+        raise ValueError(f"prompt {i} must be a list of integer token ids (encode text with the tokenizer first)")
+    return list(p)
+
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range for non-negative seeds
 
 
 def _row_seeds(seed, batch_size: int) -> list[int] | None:
     if seed is None:
         return None
-    if isinstance(seed, int):
-        return [seed + i for i in range(batch_size)]
-    seeds = [int(s) for s in seed]
+    seeds = [seed + i for i in range(batch_size)] if _is_id(seed) else list(seed) if isinstance(seed, Sequence) else None
+    if seeds is None or not all(_is_id(s) for s in seeds):
+        raise ValueError(f"seed must be an int or one int per prompt, not {seed!r:.80}")
+    if seeds and not (0 <= min(seeds) and max(seeds) <= MAX_SEED):
+        raise ValueError(f"seeds must lie in [0, 2**63 - 1]; got {min(seeds) if min(seeds) < 0 else max(seeds)}")
     if len(seeds) != batch_size:
         raise ValueError(f"{len(seeds)} seeds for {batch_size} prompts")
     return seeds
+
+
+def _check_run_settings(max_new_tokens, max_time, context_length) -> None:
+    if not _is_id(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    if max_time is not None and not (isinstance(max_time, (int, float)) and not isinstance(max_time, bool)
+                                     and max_time > 0 and not math.isnan(max_time)):
+        raise ValueError(f"max_time must be a number of seconds > 0 (or None), got {max_time!r}")
+    if context_length is not None and (not _is_id(context_length) or context_length < 1):
+        raise ValueError(f"context_length must be an int >= 1 (or None), got {context_length!r}")
+
+
+def _vocab_size(model) -> int | None:
+    """The model's vocabulary size, when it says (``config.vocab_size``)."""
+    value = getattr(getattr(model, "config", None), "vocab_size", None)
+    return value if _is_id(value) and value > 0 else None
+
+
+def _undecodable_ids(model_vocab: int | None, tokenizer, device) -> torch.Tensor | None:
+    """The ids of the model's vocabulary that ``tokenizer`` cannot decode (a padded vocabulary's
+    extra rows, gaps in the tokenizer's ids), never sampled; a tokenizer the model cannot serve
+    is refused (``check_compatible``)."""
+    if model_vocab is None or tokenizer is None:
+        return None
+    from samplekit.model.tokenizer import check_compatible, undecodable_ids
+
+    check_compatible(model_vocab, tokenizer, "the tokenizer")
+    ids = undecodable_ids(tokenizer, model_vocab)
+    return torch.tensor(ids, dtype=torch.long, device=device) if ids else None
 
 
 def _model_device(model) -> torch.device:
@@ -451,19 +541,23 @@ def _callable_accepts(fn, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
-_PREPARED: "weakref.WeakKeyDictionary[Any, tuple[list, list]]" = weakref.WeakKeyDictionary()
+_PREPARED: "weakref.WeakKeyDictionary[Any, list]" = weakref.WeakKeyDictionary()
 
 
 def _prepare(model) -> None:
     """Call ``model.prepare_for_inference()`` unless it ran since the parameters last changed:
-    changed in place (an optimizer step, ``load_state_dict``) or moved (``.to()``). A parameter
-    replaced by a new ``nn.Parameter`` object is not seen: call ``prepare_for_inference()`` then."""
+    replaced (a new ``nn.Parameter`` object), changed in place (an optimizer step,
+    ``load_state_dict``) or moved (``.to()``)."""
     prepare = getattr(model, "prepare_for_inference", None)
     if not callable(prepare):
         return
-    seen = _PREPARED.get(model)
-    if seen is not None and [(p.data_ptr(), p._version) for p in seen[0]] == seen[1]:
+    if _PREPARED.get(model) == _fingerprint(model):
         return
     prepare()
-    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
-    _PREPARED[model] = (params, [(p.data_ptr(), p._version) for p in params])
+    _PREPARED[model] = _fingerprint(model)
+
+
+def _fingerprint(model) -> list:
+    """Each parameter's identity, storage and version counter."""
+    params = model.parameters() if isinstance(model, torch.nn.Module) else ()
+    return [(id(p), p.data_ptr(), p._version) for p in params]

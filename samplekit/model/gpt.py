@@ -6,6 +6,15 @@ The fast path is a small protocol any model can implement (see ``KVCache``):
 ``model.new_cache(batch_size)`` returns a cache, and ``model(input_ids, cache=cache,
 position_ids=..., attention_mask=...)`` appends the new keys and values to it and returns
 logits for the new positions only.
+
+Batch invariance (``batch_invariant=True``): every row's logits are bit-identical whatever else
+is in the batch (its size, the other rows, the left padding that ragged prompts need), in the
+cached and the plain paths. A plain batched forward is not: on the CPU a matrix product of one
+row and one of several rows take different kernels (and round differently), and attention's
+reductions change with the padding in front of a row. In this mode every matrix product has a
+row count for which each row's result does not depend on the count (``_padded_rows``: zero rows
+added), and attention runs row by row on that row's own positions only, exactly as the row alone. It costs little at batch 4 and up and more at batch 1 (where
+the padding multiplies the work); ``samplekit bench --batch-invariant`` measures it.
 """
 
 from __future__ import annotations
@@ -15,6 +24,50 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+# Matrix products whose row count is a multiple of 4, or at least 12, give each row the same bits
+# (measured on the CPU's MKL kernels: 1-3 leftover rows take another kernel, which rounds
+# differently; from 12 rows on the leftovers are handled like the rest).
+INVARIANT_ROWS, INVARIANT_BLOCK = 12, 4
+
+
+def _padded_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The rows of ``x`` (all leading dims flattened), padded with zeros to a multiple of
+    INVARIANT_BLOCK when fewer than INVARIANT_ROWS, and how many are real."""
+    rows = x.reshape(-1, x.shape[-1])
+    n = rows.shape[0]
+    if n < INVARIANT_ROWS and n % INVARIANT_BLOCK:
+        rows = torch.cat([rows, rows.new_zeros(INVARIANT_BLOCK - n % INVARIANT_BLOCK, rows.shape[1])])
+    return rows, n
+
+
+def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, invariant: bool) -> torch.Tensor:
+    """``F.linear``; batch-invariant: on padded rows (``_padded_rows``), so the kernel, and each
+    row's rounding, never depends on the row count."""
+    if not invariant:
+        return F.linear(x, weight, bias)
+    rows, n = _padded_rows(x)
+    return F.linear(rows, weight, bias)[:n].view(*x.shape[:-1], weight.shape[0])
+
+
+def _attend_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pads: list[int], past: int) -> torch.Tensor:
+    """Attention row by row, each on its own positions only (``pads[b]`` left-padding positions
+    dropped): the same computation, with the same shapes, as the row alone. q ``[B, H, T, D]``
+    for the new positions ``past .. past + T``; k, v ``[B, H, S, D]``."""
+    out = torch.zeros_like(q)
+    T, S = q.shape[2], k.shape[2]
+    for b, pad in enumerate(pads):
+        first = max(pad - past, 0)  # the first new position that is not padding
+        qb = q[b:b + 1, :, first:]
+        kb, vb = k[b:b + 1, :, pad:], v[b:b + 1, :, pad:]
+        if T == 1:
+            out[b:b + 1] = F.scaled_dot_product_attention(qb, kb, vb)
+        elif past == 0:
+            out[b:b + 1, :, first:] = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True)
+        else:  # new positions after cached ones: each sees the cache and the new ones up to itself
+            allowed = torch.ones(T - first, S - pad, dtype=torch.bool, device=q.device).tril(S - T - pad + first)
+            out[b:b + 1, :, first:] = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=allowed)
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,22 +160,29 @@ class MultiHeadAttention(nn.Module):
             b = torch.cat([self.W_query.bias, self.W_key.bias, self.W_value.bias])
         self._fused = (w.detach(), None if b is None else b.detach())
 
-    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
+    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None,
+                pads: list[int] | None = None):
+        """``pads`` (batch-invariant mode): each row's left-padding positions, instead of ``mask``."""
         B, T, C = x.shape
+        invariant = pads is not None
         if self._fused is not None and not self.training:
-            q, k, v = F.linear(x, *self._fused).split(C, dim=-1)
+            q, k, v = _linear(x, *self._fused, invariant).split(C, dim=-1)
         else:
-            q, k, v = self.W_query(x), self.W_key(x), self.W_value(x)
+            q, k, v = (_linear(x, w.weight, w.bias, invariant) for w in (self.W_query, self.W_key, self.W_value))
         q, k, v = (t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        past = cache.length if cache is not None else 0
         if cache is not None:
             k, v = cache.append(layer, k, v)  # (B, H, S, D)
         dropout = self.drop_rate if self.training else 0.0
-        if mask is None:
+        if invariant:
+            out = _attend_rows(q, k, v, pads, past)
+        elif mask is None:
             # No padding and no cached prefix: plain causal; a single new position sees everything.
             out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=T > 1)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
-        return self.out_proj(out.transpose(1, 2).reshape(B, T, C))
+        out = out.transpose(1, 2).reshape(B, T, C)
+        return _linear(out, self.out_proj.weight, self.out_proj.bias, invariant)
 
 
 class LayerNorm(nn.Module):
@@ -150,8 +210,11 @@ class FeedForward(nn.Module):
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim), GELU(), nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
         )
 
-    def forward(self, x):
-        return self.layers(x)
+    def forward(self, x, invariant: bool = False):
+        if not invariant:
+            return self.layers(x)
+        up, act, down = self.layers
+        return _linear(act(_linear(x, up.weight, up.bias, True)), down.weight, down.bias, True)
 
 
 class TransformerBlock(nn.Module):
@@ -163,9 +226,10 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim, cfg.layer_norm_eps)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None):
-        x = x + self.drop_shortcut(self.att(self.norm1(x), layer, cache, mask))
-        return x + self.drop_shortcut(self.ff(self.norm2(x)))
+    def forward(self, x, layer: int, cache: KVCache | None, mask: torch.Tensor | None,
+                pads: list[int] | None = None):
+        x = x + self.drop_shortcut(self.att(self.norm1(x), layer, cache, mask, pads))
+        return x + self.drop_shortcut(self.ff(self.norm2(x), pads is not None))
 
 
 class GPTModel(nn.Module):
@@ -219,13 +283,16 @@ class GPTModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, *, cache: KVCache | None = None,
                 position_ids: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
+                attention_mask: torch.Tensor | None = None, last_only: bool = False,
+                batch_invariant: bool = False) -> torch.Tensor:
         """Logits ``[B, T, V]`` for the T new positions (``[B, 1, V]`` with ``last_only``: a
         prefill then skips the output projection of every prompt position but the last).
 
         position_ids ``[B, T]``: defaults to ``cache.length + arange(T)``.
         attention_mask ``[B, S]`` bool over all keys (cached and new): False marks padding. With a
-        mask, attention is also causal over the new positions.
+        mask, attention is also causal over the new positions. ``batch_invariant``: each row's
+        logits do not depend on the rest of the batch (module docstring); the mask must then be
+        left padding (each row's positions after its padding are all real).
         """
         B, T = input_ids.shape
         past = cache.length if cache is not None else 0
@@ -237,8 +304,11 @@ class GPTModel(nn.Module):
                 )
             position_ids = torch.arange(past, past + T, device=input_ids.device).unsqueeze(0)
         x = self.drop_emb(self.tok_emb(input_ids) + self.pos_emb(position_ids))  # (B, T, C)
-        mask = None
-        if attention_mask is not None or (T > 1 and past > 0):
+        mask, pads = None, None
+        if batch_invariant:
+            S = past + T
+            pads = [0] * B if attention_mask is None else (S - attention_mask[:, :S].sum(dim=1)).tolist()
+        elif attention_mask is not None or (T > 1 and past > 0):
             S = past + T
             if attention_mask is None:
                 attention_mask = torch.ones(B, S, dtype=torch.bool, device=input_ids.device)
@@ -248,12 +318,17 @@ class GPTModel(nn.Module):
             # Each query also sees itself, so a padding position never has an all-masked row (NaN).
             mask = (attention_mask[:, None, None, :S] & causal) | own  # (B, 1, T, S)
         for layer, block in enumerate(self.trf_blocks):
-            x = block(x, layer, cache, mask)
+            x = block(x, layer, cache, mask, pads)
         if cache is not None:
             cache.advance(T)
         if last_only:
             x = x[:, -1:]
         x = self.final_norm(x)
+        if batch_invariant:
+            rows, n = _padded_rows(x)
+            head = rows @ self._head_t if self._head_t is not None and not self.training else \
+                F.linear(rows, self.out_head.weight)
+            return head[:n].view(*x.shape[:-1], head.shape[-1])
         if self._head_t is not None and not self.training:
             return x @ self._head_t
         return self.out_head(x)
