@@ -6,27 +6,44 @@ The public API, re-exported here; heavy pieces are imported on first use.
 from __future__ import annotations
 
 import importlib
+from importlib import metadata as _metadata
 
 from samplekit.errors import (
     CheckpointError,
     ConfigError,
     GenerationError,
+    InteropError,
     ParameterError,
     PluginError,
     ProcessorContractError,
+    ProcessorError,
     SampleKitError,
     TokenizerError,
 )
 from samplekit.hookspecs import hookimpl
 from samplekit.params import Param
 from samplekit.processor import ContextProcessor, Processor, RowRandom, Selector, Stage, StepContext
+from samplekit.selection import EmptyRowError, NonFiniteRowError, check_rows, inverse_cdf_sample
+from samplekit.strategy import StepStrategy
 
-__version__ = "0.1.0"
+
+def _version(distribution: str) -> str:
+    """The installed distribution's version (pyproject.toml's, the one place it is written);
+    ``0+unknown`` for a checkout that was never installed."""
+    try:
+        return _metadata.version(distribution)
+    except _metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+__version__ = _version("samplekit")
 
 _LAZY = {
     "Chain": "samplekit.chain",
     "ChainRun": "samplekit.chain",
     "load_config": "samplekit.config",
+    "load_chain": "samplekit.config",
+    "chain_from_config": "samplekit.config",
     "get_registry": "samplekit.plugins",
     "generate": "samplekit.engine",
     "generate_stream": "samplekit.engine",
@@ -41,9 +58,10 @@ _LAZY = {
 }
 
 __all__ = [
-    "CheckpointError", "ConfigError", "ContextProcessor", "GenerationError", "Param", "ParameterError",
-    "PluginError", "Processor", "ProcessorContractError", "RowRandom", "SampleKitError", "Selector",
-    "Stage", "StepContext", "TokenizerError", "hookimpl", *_LAZY,
+    "CheckpointError", "ConfigError", "ContextProcessor", "EmptyRowError", "GenerationError", "InteropError",
+    "NonFiniteRowError", "Param", "ParameterError", "PluginError", "Processor", "ProcessorContractError",
+    "ProcessorError", "RowRandom", "SampleKitError", "Selector", "Stage", "StepContext", "StepStrategy",
+    "TokenizerError", "check_rows", "hookimpl", "inverse_cdf_sample", *_LAZY,
 ]
 
 

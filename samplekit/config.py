@@ -12,8 +12,10 @@ Format (every key but ``chain`` optional)::
     stop_on_eos: true           # stop at the end-of-text token
     max_time: null              # seconds
 
-Every error names the file, the path inside it (``chain[1].top_k.k``), the value and what is
-allowed.
+Every error names the file, the path inside it (``chain[1].top_k.k``), the value (cut short)
+and what is allowed. Files are read with ``samplekit.yaml_io``: regular files of at most 256 KiB,
+safe YAML, no duplicate keys, bounded aliases and nesting. A chain has at most ``MAX_CHAIN``
+processors.
 """
 
 from __future__ import annotations
@@ -24,19 +26,43 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from samplekit import yaml_io
 from samplekit.errors import ConfigError, ParameterError
-from samplekit.params import Param, validate_params
+from samplekit.messages import short_repr
+from samplekit.params import Param
+
+MAX_CHAIN = 256  # processors in one chain
+MAX_NAME = 64  # characters of a processor name
+MAX_NEW_TOKENS = 1_000_000
+SEED_LIMIT = 2**63  # seeds are in [0, 2**63): torch's manual_seed range
 
 RUN_PARAMS: tuple[Param, ...] = (
-    Param("max_new_tokens", "int", 200, "tokens to generate at most", low=1),
-    Param("seed", "int", None, "random seed; null for a fresh one each run", low=0, nullable=True),
-    Param("stop", "str_list", (), "stop strings, matched on the decoded text and not printed"),
+    Param("max_new_tokens", "int", 200, "tokens to generate at most", low=1, high=MAX_NEW_TOKENS),
+    Param("seed", "int", None, "random seed, 0 <= seed < 2**63 (torch's manual_seed range); null for a "
+          "fresh one each run", low=0, high=SEED_LIMIT - 1, nullable=True),
+    Param("stop", "str_list", (), "stop strings, matched on the decoded text and not printed",
+          nonempty=True),
     Param("stop_on_eos", "bool", True, "stop a row at the end-of-text token"),
     Param("max_time", "float", None, "stop after this many seconds", low=0.0, low_open=True, nullable=True),
 )
 RUN_KEYS = tuple(p.name for p in RUN_PARAMS)
+
+
+def validate_run(values: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The run settings checked against RUN_PARAMS, defaults filled in; errors read
+    ``<prefix>max_new_tokens: ...``."""
+    out = {}
+    for p in RUN_PARAMS:
+        if p.name not in values:
+            out[p.name] = p.default
+            continue
+        try:
+            out[p.name] = p.validate(values[p.name], f"{prefix}{p.name}")
+        except ParameterError as exc:
+            if p.name != "seed":
+                raise
+            raise ParameterError(f"{exc} (0 <= seed < 2**63: torch's manual_seed range)") from None
+    return out
 
 
 @dataclass
@@ -73,7 +99,7 @@ class ChainConfig:
         return Chain(processors, checked=checked, source=self.source)
 
     def validate(self) -> "ChainConfig":
-        self.run = validate_params(RUN_PARAMS, self.run, f"{self.source}:")
+        self.run = validate_run(self.run, f"{self.source}: ")
         self.build_chain()
         return self
 
@@ -86,7 +112,7 @@ class ChainConfig:
     # -- overrides -------------------------------------------------------------------------------
     def index_of(self, name: str) -> int | None:
         registry = self._registry()
-        canonical = registry.get(name, f"{self.source}").name
+        canonical = registry.get(check_name(name, self.source), f"{self.source}").name
         hits = [i for i, s in enumerate(self.specs) if registry.get(s.name, s.where).name == canonical]
         return hits[0] if hits else None
 
@@ -99,7 +125,7 @@ class ChainConfig:
                     f"{origin} {path}: unknown setting; use PROCESSOR.PARAM (e.g. top_k.k) or one of "
                     + ", ".join(RUN_KEYS)
                 )
-            self.run = validate_params(RUN_PARAMS, {**self.run, head: value}, f"{origin}")
+            self.run = validate_run({**self.run, head: value}, f"{origin}: ")
             return
         index = self.index_of(head)
         if index is None:
@@ -149,31 +175,42 @@ def parse_config(data: Any, *, source: str = "<config>", registry=None) -> Chain
         raise ConfigError(f"{source}: the config must be a mapping with a 'chain' list; found {type(data).__name__}")
     unknown = [k for k in data if k not in ("chain", *RUN_KEYS)]
     if unknown:
-        raise ConfigError(f"{source}: unknown key {unknown[0]!r}; allowed keys: chain, {', '.join(RUN_KEYS)}")
+        raise ConfigError(f"{source}: unknown key {short_repr(unknown[0])}; allowed keys: chain, {', '.join(RUN_KEYS)}")
     if "chain" not in data:
         raise ConfigError(f"{source}: missing key 'chain' (a list of processors ending in a selector)")
     chain = data["chain"]
     if not isinstance(chain, list):
-        raise ConfigError(f"{source}: chain: expected a list of processors, found {chain!r}")
+        raise ConfigError(f"{source}: chain: expected a list of processors, found {short_repr(chain)}")
+    if len(chain) > MAX_CHAIN:
+        raise ConfigError(f"{source}: chain: {len(chain)} processors; a chain holds at most {MAX_CHAIN}")
     config = ChainConfig(source, [], {k: data[k] for k in RUN_KEYS if k in data}, registry)
     for i, item in enumerate(chain):
         config.specs.append(_parse_entry(item, f"{source}: chain[{i}]", config._registry()))
     return config.validate()
 
 
+def check_name(name: Any, where: str) -> str:
+    """A processor name as written: a string that could name one (an identifier of at most
+    ``MAX_NAME`` characters), else a ConfigError showing it cut short."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: processor name {short_repr(name)} must be a string")
+    if not name.isidentifier() or len(name) > MAX_NAME:
+        raise ConfigError(f"{where}: unknown processor {short_repr(name)}; processor names are identifiers "
+                          "such as top_k (`samplekit processors` lists them)")
+    return name
+
+
 def _parse_entry(item: Any, where: str, registry) -> ProcessorSpec:
     if isinstance(item, str):
-        registry.get(item, where)
+        registry.get(check_name(item, where), where)
         return ProcessorSpec(item, {}, where)
     if not isinstance(item, dict) or len(item) != 1:
         raise ConfigError(
-            f"{where}: {item!r} is not a processor entry; write `- name`, `- name: value` "
+            f"{where}: {short_repr(item)} is not a processor entry; write `- name`, `- name: value` "
             "or `- name: {param: value}`"
         )
     (name, values), = item.items()
-    if not isinstance(name, str):
-        raise ConfigError(f"{where}: processor name {name!r} must be a string")
-    entry = registry.get(name, where)
+    entry = registry.get(check_name(name, where), where)
     if values is None:
         values = {}
     elif not isinstance(values, dict):
@@ -181,29 +218,25 @@ def _parse_entry(item: Any, where: str, registry) -> ProcessorSpec:
         if len(params) != 1:
             names = ", ".join(p.name for p in params) or "no parameters"
             raise ParameterError(
-                f"{where}.{name}: a bare value {values!r} needs a processor with one parameter; "
+                f"{where}.{name}: a bare value {short_repr(values)} needs a processor with one parameter; "
                 f"{name} has {names}: write `{name}: {{param: value}}`"
             )
         values = {params[0].name: values}
+    odd = [k for k in values if not isinstance(k, str)]
+    if odd:
+        params = entry.cls.params
+        names = ", ".join(p.name for p in params) or "no parameters"
+        hint = (f" (a mapping for its one parameter: `{name}: {{{params[0].name}: {{...}}}}`)"
+                if len(params) == 1 and params[0].type == "token_bias" else "")
+        raise ParameterError(f"{where}.{name}: parameter names are strings, not {short_repr(odd[0])}; "
+                             f"{name} takes {names}{hint}")
     return ProcessorSpec(name, dict(values), where)
 
 
 def load_yaml(path: str | Path) -> Any:
-    """Read a YAML file with ``yaml.safe_load``; errors name the file (and line)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the config ({exc})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{path}: invalid YAML{at}: {problem}") from None
+    """Read a YAML config file (a regular file of at most 256 KiB) with ``samplekit.yaml_io``'s
+    safe, bounded loader; every error is a ConfigError naming the file (and line)."""
+    return yaml_io.load_file(path)
 
 
 def presets_folder() -> Path:
@@ -217,6 +250,8 @@ def presets_folder() -> Path:
 
 def preset_path(name: str) -> Path | None:
     """The bundled preset called ``name`` (``balanced``, ``creative``, ...), if there is one."""
+    if not name.isidentifier():
+        return None
     candidate = presets_folder() / f"{name}.yaml"
     return candidate if candidate.is_file() else None
 
@@ -229,11 +264,16 @@ def preset_names() -> list[str]:
 def resolve_config_path(spec: str | Path) -> Path:
     """A config path, or the name of a bundled preset."""
     path = Path(spec)
-    if path.exists() or path.suffix in (".yaml", ".yml") or "/" in str(spec):
+    try:
+        exists = path.exists()
+    except (OSError, ValueError):  # a name too long, an embedded NUL: reported by the read
+        exists = True
+    if exists or path.suffix in (".yaml", ".yml") or "/" in str(spec):
         return path
     preset = preset_path(str(spec))
     if preset is None:
-        raise ConfigError(f"{spec}: no such config file or preset (presets: {', '.join(preset_names())})")
+        raise ConfigError(f"{short_repr(str(spec))[1:-1]}: no such config file or preset "
+                          f"(presets: {', '.join(preset_names())})")
     return preset
 
 
@@ -247,3 +287,13 @@ def default_config(registry=None) -> ChainConfig:
     """The guide's default strategy: temperature 0.8, top-k 50, multinomial sampling."""
     data = {"chain": [{"temperature": 0.8}, {"top_k": 50}, "multinomial"]}
     return parse_config(copy.deepcopy(data), source="<default>", registry=registry)
+
+
+def load_chain(spec: str | Path, *, registry=None, checked: bool | None = None):
+    """A Chain from a YAML config file or a bundled preset name (the run settings are ignored)."""
+    return load_config(spec, registry=registry).build_chain(checked=checked)
+
+
+def chain_from_config(data: dict | list, *, source: str = "<config>", registry=None, checked: bool | None = None):
+    """A Chain from a config dict (``{"chain": [...], ...}``) or a bare list of processors."""
+    return parse_config(data, source=source, registry=registry).build_chain(checked=checked)

@@ -9,7 +9,8 @@ penalties). A processor named here need not be installed: unknown names are simp
     >>> [w.where for w in lint_chain(parse_config({"chain": [{"top_k": 5}, "greedy"]}))]
     ['chain[0].top_k']
 
-Every warning says where (``chain[2].top_p``), why, and what to do instead.
+Every warning says where (``chain[2].top_p``), why, and what to do instead. Every rule is one
+or two passes over the chain: linting takes time linear in its length.
 """
 
 from __future__ import annotations
@@ -55,7 +56,6 @@ def lint_chain(chain: Any, *, vocab_size: int | None = None) -> list[LintWarning
     found += _under_greedy_selector(processors, labels)
     found += _order(processors, labels)
     found += _duplicates(processors, labels)
-    # One warning per place and message, in chain order.
     # One warning per place and finding ("has no effect" found by two rules counts once), in
     # chain order.
     seen, out = set(), []
@@ -206,30 +206,40 @@ def _under_greedy_selector(processors, labels) -> list[LintWarning]:
 
 
 def _order(processors, labels) -> list[LintWarning]:
+    """A probability cut before a reshaping temperature; a penalty after a truncation filter.
+    One pass each way (linear): a cut names the first such temperature after it, a penalty the
+    first truncation filter before it."""
     out = []
+    next_temperature: list[int | None] = [None] * len(processors)
+    found = None
+    for i in range(len(processors) - 1, -1, -1):
+        next_temperature[i] = found
+        q = processors[i]
+        if q.name in TEMPERATURES and _reshapes(q):
+            found = i
+    first_truncation = None
     for i, p in enumerate(processors):
-        later = list(zip(processors[i + 1:], labels[i + 1:]))
-        if p.name in PROBABILITY_CUTS:
-            for q, where in later:
-                if q.name in TEMPERATURES and _reshapes(q):
-                    out.append(LintWarning(
-                        labels[i],
-                        f"{p.name} runs before {q.name} ({where}): its cut is chosen on the "
-                        "untempered distribution (T=1), and the temperature only reshapes the "
-                        "survivors",
-                        f"put {q.name} before {p.name} if you meant Hugging Face's order "
-                        "(temperature first); keep this order only if you meant to filter first"))
-                    break
-        if _is_truncation(p):
-            for q, where in later:
-                if _is_penalty(q):
-                    out.append(LintWarning(
-                        where,
-                        f"the penalty runs after the filter {labels[i]}: the filter chose its "
-                        "survivors from the unpenalised logits (a repeated token can take a place "
-                        "that should have gone to another), and the penalty only reorders them",
-                        f"move {q.name} before {p.name} (penalties are meant to act before "
-                        "filtering)"))
+        j = next_temperature[i]
+        if p.name in PROBABILITY_CUTS and j is not None:
+            q = processors[j]
+            out.append(LintWarning(
+                labels[i],
+                f"{p.name} runs before {q.name} ({labels[j]}): its cut is chosen on the "
+                "untempered distribution (T=1), and the temperature only reshapes the "
+                "survivors",
+                f"put {q.name} before {p.name} if you meant Hugging Face's order "
+                "(temperature first); keep this order only if you meant to filter first"))
+        if first_truncation is not None and _is_penalty(p):
+            f = processors[first_truncation]
+            out.append(LintWarning(
+                labels[i],
+                f"the penalty runs after the filter {labels[first_truncation]}: the filter chose its "
+                "survivors from the unpenalised logits (a repeated token can take a place "
+                "that should have gone to another), and the penalty only reorders them",
+                f"move {p.name} before {f.name} (penalties are meant to act before "
+                "filtering)"))
+        if first_truncation is None and _is_truncation(p):
+            first_truncation = i
     return out
 
 

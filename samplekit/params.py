@@ -2,7 +2,9 @@
 
 A processor declares each parameter once as a ``Param`` (type, default, allowed range). Values
 coming from YAML, the command line or Python all pass through ``Param.validate``, whose error
-message names where the value came from, the value, and what is allowed.
+message names where the value came from, the value (cut short), and what is allowed. Besides the
+declared range, every type has limits of its own, the ones the tensors it feeds can hold: see
+``Param``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from samplekit.errors import ParameterError
+from samplekit.messages import not_utf8, short_repr
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
@@ -22,19 +25,37 @@ _TYPE_NAMES = {
     "float": "number",
     "bool": "boolean",
     "str": "string",
-    "int_list": "list of integers",
+    "int_list": "list of token ids",
     "str_list": "list of strings",
     "token_list": "list of token ids or strings",
     "token_bias": "mapping of token id or string to a number",
 }
 
 
+# Limits every declaration shares (the tensors a value feeds are float32 and int32/int64):
+INT_LIMIT = 2**31 - 1  # an integer without a declared bound on that side is within +-INT_LIMIT
+TOKEN_ID_LIMIT = 2**31  # token ids (int_list, token_list, token_bias keys) are in [0, 2**31)
+FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
+FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
+FLOAT32_RANGE = "a float32 holds 0 and magnitudes from 1.2e-38 to 3.4e38"
+
+
+class _Refused(Exception):
+    """Why ``_convert`` refuses a value (its message completes ``<value> is not allowed: ...``)."""
+
+
 @dataclass(frozen=True)
 class Param:
     """One declared parameter of a processor.
 
-    ``low``/``high`` bound numbers (``*_open`` makes that end exclusive); ``choices`` restricts
-    strings; ``nullable`` admits ``None`` (meaning "not set").
+    ``low``/``high`` bound numbers (``*_open`` makes that end exclusive), and the values of a
+    ``token_bias``; ``choices`` restricts strings; ``nullable`` admits ``None`` (meaning "not
+    set"); ``nonempty`` refuses empty strings (in a ``str`` or a ``str_list``).
+
+    Every type also has limits of its own: an integer without a declared bound on a side stays
+    within ``INT_LIMIT`` (2**31 - 1) there; a token id is in [0, 2**31); a number must be finite
+    and survive float32 (0, or a magnitude in [1.2e-38, 3.4e38]); a string must be encodable as
+    UTF-8 (no lone surrogates).
     """
 
     name: str
@@ -47,6 +68,7 @@ class Param:
     high_open: bool = False
     choices: tuple[str, ...] | None = None
     nullable: bool = False
+    nonempty: bool = False
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -59,12 +81,14 @@ class Param:
     def allowed(self) -> str:
         """What values are allowed, in words: ``number in (0, 1]``."""
         text = _TYPE_NAMES[self.type]
+        if self.nonempty:
+            text = "non-empty " + text if self.type == "str" else text + " (non-empty)"
         if self.low is not None or self.high is not None:
             left = "(" if self.low_open or self.low is None else "["
             right = ")" if self.high_open or self.high is None else "]"
             lo = "-inf" if self.low is None else _fmt(self.low)
             hi = "inf" if self.high is None else _fmt(self.high)
-            text += f" in {left}{lo}, {hi}{right}"
+            text += (" with values" if self.type == "token_bias" else "") + f" in {left}{lo}, {hi}{right}"
         if self.choices:
             text += " one of " + ", ".join(self.choices)
         if self.nullable:
@@ -75,14 +99,18 @@ class Param:
         """Return ``value`` converted to the declared type, or raise ParameterError naming ``where``."""
         if value is None and self.nullable:
             return None
+        shown = short_repr(value)
         try:
-            converted = _convert(self.type, value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"{where}: {value!r} is not allowed; expected {self.allowed()}") from None
+            converted = _convert(self, value)
+        except _Refused as why:
+            raise ParameterError(f"{where}: {shown} is not allowed: {why}; expected {self.allowed()}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ParameterError(f"{where}: {shown} is not allowed; expected {self.allowed()}") from None
         if self.type in ("int", "float") and not self._in_range(converted):
-            raise ParameterError(f"{where}: {value!r} is out of range; expected {self.allowed()}")
+            raise ParameterError(f"{where}: {shown} is out of range; expected {self.allowed()}"
+                                 + self._limit_note(converted))
         if self.choices and converted not in self.choices:
-            raise ParameterError(f"{where}: {value!r} is not allowed; expected {self.allowed()}")
+            raise ParameterError(f"{where}: {shown} is not allowed; expected {self.allowed()}")
         return converted
 
     def _in_range(self, x: float) -> bool:
@@ -92,7 +120,15 @@ class Param:
             return False
         if self.high is not None and (x > self.high or (self.high_open and x == self.high)):
             return False
+        if self.type == "int":
+            return (self.low is not None or x >= -INT_LIMIT) and (self.high is not None or x <= INT_LIMIT)
         return True
+
+    def _limit_note(self, x: float) -> str:
+        """Why a value inside the declared range is still refused: the type's own limit."""
+        if self.type == "int" and ((self.high is None and x > INT_LIMIT) or (self.low is None and x < -INT_LIMIT)):
+            return f" (integers are within +-{INT_LIMIT} = 2**31 - 1 unless declared otherwise)"
+        return ""
 
     def describe(self) -> dict:
         """A JSON-ready description for ``samplekit processors --json`` and the config schema."""
@@ -110,7 +146,9 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _convert(kind: str, value: Any) -> Any:
+def _convert(p: Param, value: Any) -> Any:
+    """``value`` as type ``p.type``; TypeError for the wrong type, _Refused for a bad item."""
+    kind = p.type
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -125,11 +163,11 @@ def _convert(kind: str, value: Any) -> Any:
         raise TypeError
     if kind == "float":
         if isinstance(value, (int, float)):
-            return float(value)
+            return _float32(value)
         raise TypeError
     if kind == "str":
         if isinstance(value, str):
-            return value
+            return _text(value, p.nonempty)
         raise TypeError
     if kind in ("int_list", "str_list", "token_list"):
         if not isinstance(value, (list, tuple)):
@@ -137,8 +175,11 @@ def _convert(kind: str, value: Any) -> Any:
         item = {"int_list": (int,), "str_list": (str,), "token_list": (int, str)}[kind]
         if any(isinstance(v, bool) or not isinstance(v, item) for v in value):
             raise TypeError
-        if kind != "str_list" and any(isinstance(v, int) and v < 0 for v in value):
-            raise ValueError
+        for i, v in enumerate(value):
+            try:
+                _token_id(v) if isinstance(v, int) else _text(v, p.nonempty)
+            except _Refused as why:
+                raise _Refused(f"item {i}: {why}") from None
         return tuple(value)
     if kind == "token_bias":
         if not isinstance(value, dict):
@@ -147,11 +188,60 @@ def _convert(kind: str, value: Any) -> Any:
         for k, v in value.items():
             if isinstance(k, bool) or not isinstance(k, (int, str)) or isinstance(v, bool):
                 raise TypeError
-            if not isinstance(v, (int, float)) or math.isnan(v):
+            if not isinstance(v, (int, float)) or (isinstance(v, float) and math.isnan(v)):
                 raise TypeError
-            out[k] = float(v)
+            try:
+                _token_id(k) if isinstance(k, int) else _text(k, True)
+                out[k] = _bias(p, v)
+            except _Refused as why:
+                raise _Refused(f"key {short_repr(k)}: {why}") from None
         return out
     raise TypeError
+
+
+def _float32(value: int | float) -> float:
+    """``value`` as a float that float32 holds: finite, 0 or at least the smallest normal."""
+    try:
+        x = float(value)
+    except OverflowError:
+        raise _Refused(f"it is too large for a number ({FLOAT32_RANGE})") from None
+    if math.isnan(x):
+        raise TypeError
+    if math.isinf(x):
+        raise _Refused("numbers must be finite")
+    if abs(x) > FLOAT32_MAX:
+        raise _Refused(f"it becomes inf in float32 ({FLOAT32_RANGE})")
+    if x != 0 and abs(x) < FLOAT32_TINY:
+        raise _Refused(f"it becomes 0 (or loses its precision) in float32 ({FLOAT32_RANGE})")
+    return x
+
+
+def _bias(p: Param, value: int | float) -> float:
+    """A token_bias value: -inf (a ban), or a float32 number within the declared bounds."""
+    if value == -math.inf:
+        return -math.inf
+    if value == math.inf:
+        raise _Refused("a bias is a finite number or -inf (a ban)")
+    x = _float32(value)
+    probe = Param(p.name, "float", low=p.low, high=p.high, low_open=p.low_open, high_open=p.high_open)
+    if not probe._in_range(x):
+        raise _Refused(f"the bias {short_repr(value)} is out of range")
+    return x
+
+
+def _token_id(value: int) -> int:
+    if not 0 <= value < TOKEN_ID_LIMIT:
+        raise _Refused(f"token ids are in [0, 2**31 - 1], not {short_repr(value)}")
+    return value
+
+
+def _text(value: str, nonempty: bool) -> str:
+    if nonempty and not value:
+        raise _Refused("it is empty")
+    problem = not_utf8(value)
+    if problem:
+        raise _Refused(f"it is not valid Unicode text ({problem}); it cannot be encoded as UTF-8")
+    return value
 
 
 def validate_params(params: tuple[Param, ...], values: dict[str, Any], where: str) -> dict[str, Any]:
@@ -164,7 +254,11 @@ def validate_params(params: tuple[Param, ...], values: dict[str, Any], where: st
     unknown = [k for k in values if k not in declared]
     if unknown:
         allowed = ", ".join(declared) or "no parameters"
-        raise ParameterError(f"{where}.{unknown[0]}: unknown parameter; allowed: {allowed}")
+        key = unknown[0]
+        if not isinstance(key, str):
+            raise ParameterError(f"{where}: parameter names are strings, not {short_repr(key)}; allowed: {allowed}")
+        raise ParameterError(f"{where}.{short_repr(key)[1:-1] if not key.isidentifier() else key}: "
+                             f"unknown parameter; allowed: {allowed}")
     out = {}
     for p in params:
         if p.name in values:

@@ -29,7 +29,8 @@ _clock = time.monotonic  # the deadline's clock; tests replace it
 
 def resolve_eos_ids(eos_token_ids: int | Iterable[int] | None, tokenizer: Any = None) -> tuple[int, ...]:
     """The end-of-text ids: ``eos_token_ids`` if given, else the tokenizer's ``<|endoftext|>``
-    (a tiktoken Encoding) or ``eos_token_id`` (other tokenizers), else none."""
+    (a tiktoken Encoding), ``eos_token_ids`` (samplekit.hf's tokenizer) or ``eos_token_id`` (other
+    tokenizers), else none."""
     if eos_token_ids is not None:
         if isinstance(eos_token_ids, int):
             return (int(eos_token_ids),)
@@ -39,6 +40,9 @@ def resolve_eos_ids(eos_token_ids: int | Iterable[int] | None, tokenizer: Any = 
     special = getattr(tokenizer, "_special_tokens", None)
     if isinstance(special, dict) and ENDOFTEXT in special:
         return (int(special[ENDOFTEXT]),)
+    several = getattr(tokenizer, "eos_token_ids", None)  # samplekit.hf: the model's and the tokenizer's
+    if isinstance(several, (tuple, list)) and several and all(isinstance(i, int) for i in several):
+        return tuple(several)
     for attr in ("eot_token", "eos_token_id"):
         try:
             value = getattr(tokenizer, attr, None)

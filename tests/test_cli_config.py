@@ -53,7 +53,7 @@ BAD = {
     "out of range": ("chain:\n  - temperature: 0.8\n  - top_k: {k: 0}\n  - multinomial\n",
                      ["chain[1].top_k.k", "0 is out of range", "[1, inf)"]),
     "run setting out of range": ("chain:\n  - greedy\nmax_new_tokens: -5\n",
-                                 ["max_new_tokens", "-5", "[1, inf)"]),
+                                 ["max_new_tokens", "-5", "[1, 1000000]"]),
     "selector not last": ("chain:\n  - multinomial\n  - top_k: 5\n",
                           ["exactly one selector and it is last", "chain[0].multinomial"]),
     "two selectors": ("chain:\n  - greedy\n  - multinomial\n", ["exactly one selector"]),

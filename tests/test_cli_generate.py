@@ -195,7 +195,7 @@ def test_lint_warnings_of_the_chosen_config_go_to_stderr_only(tiny, tmp_path):
     (["--set", "nosuch.k=1"], ["unknown processor 'nosuch'"]),
     (["--set", "top_p.p=0.5"], ["no 'top_p' processor"]),
     (["--set", "maxtokens=3"], ["unknown setting"]),
-    (["--length", "0"], ["max_new_tokens", "[1, inf)"]),
+    (["--length", "0"], ["max_new_tokens", "[1, 1000000]"]),
     (["--seed", "-1"], ["seed", "-1"]),
     (["--config", "nosuchpreset"], ["nosuchpreset", "presets: "]),
     (["--config", "/no/such/file.yaml"], ["/no/such/file.yaml", "no such config file"]),

@@ -69,14 +69,14 @@ def test_top_p_with_ties_keeps_what_hf_keeps_plus_the_ties_at_the_cut_off(case, 
 
 
 @FAST
-@given(case=batches(), p=st.floats(0.0, 1.0))
+@given(case=batches(), p=st.floats(0.0, 1.0, width=32, allow_subnormal=False))
 def test_min_p_matches_hf(case, p):
     ids, scores = case
     assert_same(MinP(p=p)(ids, scores), transformers_lp.MinPLogitsWarper(p)(ids, scores))
 
 
 @FAST
-@given(case=batches(ties=False), p=st.floats(0.0, 1.0), keep=st.integers(1, 3))
+@given(case=batches(ties=False), p=st.floats(0.0, 1.0, width=32, allow_subnormal=False), keep=st.integers(1, 3))
 def test_min_p_with_min_tokens_to_keep_matches_hf_without_ties(case, p, keep):
     ids, scores = case
     assert_same(MinP(p=p, min_tokens_to_keep=keep)(ids, scores),
@@ -144,7 +144,7 @@ def test_min_new_tokens_matches_hf(case, n, step):
 
 
 @FAST
-@given(case=batches(), bias=st.floats(-5.0, 5.0))
+@given(case=batches(), bias=st.floats(-5.0, 5.0, width=32, allow_subnormal=False))
 def test_logit_bias_matches_hf_sequence_bias_for_single_tokens(case, bias):
     ids, scores = case
     tokens = sorted({0, scores.shape[1] - 1})

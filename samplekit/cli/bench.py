@@ -10,6 +10,43 @@ import typer
 
 from samplekit.cli.errors import fail
 
+MAX_BATCH = 1024
+# Rough cost of one cached decoding step on a 2-core CPU (float32): per million parameters at
+# batch 1, growing by a quarter of that per extra row; the variants relative to the engine.
+_MS_PER_MILLION = 0.2
+_RELATIVE = {"samplekit": 1.0, "bare": 1.0, "topk": 1.0, "chain": 0.05, "naive": 5.0, "hf": 2.0, "hf_bare": 1.5}
+
+
+def preview(shape, model, batch_sizes, new_tokens, repeats, compare) -> list[str]:
+    """What ``bench`` is about to do, roughly how long it takes, and what its units mean."""
+    from samplekit.bench import SHAPES
+
+    cfg = SHAPES.get(shape or ("tiny" if model == "demo" else ""))
+    variants = ["samplekit", "bare", "topk", "chain"] + [v for v in ("naive",) if v in compare]
+    variants += ["hf", "hf_bare"] if "hf" in compare else []
+    runs = 1 + repeats  # a warm-up, then the repeats
+    steps = runs * new_tokens * len(batch_sizes) * len(variants)
+    lines = [f"bench: {len(variants)} variants x {len(batch_sizes)} batch size(s) x {runs} runs "
+             f"(1 warm-up + {repeats} repeats) of {new_tokens} steps each"]
+    if cfg is not None:
+        millions = (12 * cfg["n_layers"] * cfg["emb_dim"] ** 2 + 2 * cfg["vocab_size"] * cfg["emb_dim"]
+                    + cfg["context_length"] * cfg["emb_dim"]) / 1e6
+        seconds = 5 + sum(runs * new_tokens * _MS_PER_MILLION * millions * (1 + 0.25 * (b - 1)) / 1000
+                      * sum(_RELATIVE[v] for v in variants) for b in batch_sizes)
+        lines[0] += f"; roughly {_duration(seconds)} on a 2-core CPU ({steps:,} decoding steps; longer on a busy machine)"
+    else:
+        lines[0] += f" ({steps:,} decoding steps, each about {_MS_PER_MILLION} ms per million parameters on a 2-core CPU)"
+    lines.append("bench: units: ms/token is milliseconds per decoding step of the whole batch (at batch 8 a "
+                 "step makes 8 tokens, one per row); tokens/s counts every row's tokens; ratios are paired "
+                 "medians over the repeats")
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    return f"{seconds / 60:.0f} min"
+
 
 def bench(
     model: Annotated[str, typer.Option(
@@ -34,12 +71,18 @@ def bench(
 
     if shape is not None and shape not in SHAPES:
         raise fail(f"--shape {shape!r}: use one of {', '.join(SHAPES)}")
+    sizes = tuple(batch_sizes or (1, 8))
+    bad = [b for b in sizes if not 1 <= b <= MAX_BATCH]
+    if bad:
+        raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
+    for line in preview(shape, model, sizes, new_tokens, repeats, tuple(compare or ())):
+        typer.echo(line, err=True)
     progress = None
     if not as_json:
         def progress(message: str) -> None:
             typer.echo(f"... {message}", err=True)
     try:
-        report = run_bench(shape or model, config, batch_sizes=tuple(batch_sizes or (1, 8)),
+        report = run_bench(shape or model, config, batch_sizes=sizes,
                            prompt_tokens=prompt_tokens, new_tokens=new_tokens, compare=tuple(compare or ()),
                            repeats=repeats, device=device, seed=seed, progress=progress)
     except ValueError as exc:

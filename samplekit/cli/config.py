@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 import yaml
 
+from samplekit.cli.errors import user_message
 from samplekit.errors import SampleKitError
 
 app = typer.Typer(help="Validate chain configs, show them resolved, list the presets.",
@@ -29,7 +30,7 @@ def validate(
             cfg = load_config(name)
         except SampleKitError as exc:
             invalid += 1
-            typer.echo(f"error: {exc}", err=True)
+            typer.echo(f"error: {user_message(str(exc))}", err=True)
             continue
         typer.echo(f"ok {name}")
         for w in lint_chain(cfg):

@@ -2,57 +2,70 @@
 
 Precedence, lowest first: built-in defaults < the config file (``--config``) < the sampling
 flags (``--temperature``, ``--top-k-tokens``, ``--length``, ``--seed``, ``--stop``) < ``--set``.
+The prompt comes from the argument (``-``: standard input), ``--prompt`` or ``--prompt-file``;
+``--stop`` values take C-style escapes (``"\\n\\n"``: two newlines).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from typing import Annotated, Any, Optional
 
 import typer
-import yaml
 
+from samplekit import yaml_io
+from samplekit.cli.inputs import read_prompt, unescape
 from samplekit.errors import ConfigError
+from samplekit.messages import short_repr
 
-PROMPT_HELP = "The prompt (or use --prompt)."
+PROMPT_HELP = "The prompt (or use --prompt / --prompt-file); - reads it from standard input."
+MAX_SAMPLES = 1024  # --num-samples at most
 
 
 def generate(
     prompt_arg: Annotated[Optional[str], typer.Argument(metavar="PROMPT", help=PROMPT_HELP,
                                                         show_default=False)] = None,
     prompt: Annotated[Optional[str], typer.Option("--prompt", "-p", help="The prompt text.")] = None,
+    prompt_file: Annotated[Optional[str], typer.Option(
+        "--prompt-file", metavar="PATH", help="Read the prompt from this UTF-8 file (at most 1 MiB).")] = None,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", "-c", help="A .pt checkpoint, a Hugging Face GPT-2 folder, or 'demo'.")] = "demo",
     config: Annotated[Optional[str], typer.Option(
         "--config", help="A YAML chain config, or a preset name (see `samplekit config presets`). "
                          "Default: temperature 0.8, top_k 50, multinomial.")] = None,
     length: Annotated[Optional[int], typer.Option(
-        "--length", "--max-new-tokens", "-n", help="Tokens to generate at most.")] = None,
+        "--length", "--max-new-tokens", "-n", help="Tokens to generate at most (1 to 1,000,000).")] = None,
     temperature: Annotated[Optional[float], typer.Option(
         "--temperature", "-t", help="Temperature (0: greedy); inserted if the chain has none.")] = None,
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k-tokens", "--top-k", "-k",
         help="Keep the k most likely tokens; inserted after temperature if the chain has no top_k.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
-    seed: Annotated[Optional[int], typer.Option(help="Random seed (same seed, same text).")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        help="Random seed, 0 <= seed < 2**63 (same seed, same text).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="PROC.PARAM=VALUE",
         help="Override one setting (VALUE is YAML), e.g. top_k.k=20 or max_new_tokens=50. Repeatable.")] = None,
     stop: Annotated[Optional[list[str]], typer.Option(
-        "--stop", metavar="TEXT", help="Stop at this string (not printed). Repeatable.")] = None,
+        "--stop", metavar="TEXT",
+        help="Stop at this string (not printed); escapes such as \\n work (\\\\ is a backslash). "
+             "Repeatable.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(
         help="A tiktoken encoding name or a .tiktoken rank file (default: the checkpoint's).")] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", "-N", min=1,
-                                             help="Samples to generate, as one batch.")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-N", min=1, max=MAX_SAMPLES,
+                                             help="Samples to generate, as one batch (at most 1024).")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON, one line per sample.")] = False,
 ) -> None:
     """Generate text from a prompt, streaming it as it is produced."""
-    text = _one_prompt(prompt_arg, prompt)
+    text = read_prompt(prompt_arg, prompt, prompt_file)
+    stop = [unescape(s, "--stop") for s in stop] if stop else None
     cfg = build_config(config, temperature=temperature, top_k=top_k, length=length, seed=seed,
                        stop=stop, sets=set_ or [])
     chain = cfg.build_chain()
+    check_seed_rows(cfg.run["seed"], num_samples)
 
     from samplekit.lint import lint_chain
     from samplekit.model.checkpoint import load_checkpoint
@@ -73,25 +86,60 @@ def generate(
         chain=chain, max_new_tokens=run["max_new_tokens"], seed=run["seed"], stop=tuple(run["stop"]),
         stop_on_eos=run["stop_on_eos"], max_time=run["max_time"], tokenizer=enc,
     )
-    prompts = [encode_prompt(enc, text)] * num_samples
+    ids = encode_prompt(enc, text)
+    warn_past_context(len(ids), run["max_new_tokens"], getattr(info.config, "context_length", None))
+    prompts = [ids] * num_samples
     if as_json:
         results = engine.generate(model, prompts, **options)
-        typer.echo(json.dumps([_plain(r) for r in results], indent=2, ensure_ascii=False))
+        typer.echo(json_lines([_plain(r) for r in results]))
     elif num_samples == 1:
         out = sys.stdout
         out.write(text)
         out.flush()
-        for event in engine.generate_stream(model, prompts, **options):
-            if event.row == 0 and event.text:
-                out.write(event.text)
+        try:
+            for event in engine.generate_stream(model, prompts, **options):
+                if event.row == 0 and event.text:
+                    out.write(event.text)
+                    out.flush()
+        finally:  # the text so far stays, ended by a newline, even when generation fails
+            try:
+                out.write("\n")
                 out.flush()
-        out.write("\n")
-        out.flush()
+            except OSError:
+                pass
     else:
         results = engine.generate(model, prompts, **options)
         for i, result in enumerate(results, 1):
             typer.echo(f"--- sample {i} ---")
             typer.echo(text + _result_text(result))
+
+
+def check_seed_rows(seed: int | None, rows: int) -> None:
+    """Row i of a batch uses ``seed + i``: every one must stay below 2**63 (torch's seed range)."""
+    from samplekit.config import SEED_LIMIT
+
+    if seed is not None and seed + rows - 1 >= SEED_LIMIT:
+        raise ConfigError(f"--seed {seed} with --num-samples {rows}: sample i uses seed + i, which must stay "
+                          f"below 2**63 (torch's manual_seed range); use a seed of at most {SEED_LIMIT - rows}")
+
+
+def warn_past_context(prompt_tokens: int, max_new_tokens: int, context_length: int | None) -> None:
+    """One ``warning:`` line when the prompt plus the new tokens pass the model's context window."""
+    if not context_length or prompt_tokens + max_new_tokens <= context_length:
+        return
+    start = max(context_length - prompt_tokens, 0)
+    typer.echo(f"warning: the prompt ({prompt_tokens} tokens) plus up to {max_new_tokens} new tokens pass "
+               f"the model's context window of {context_length} tokens: "
+               + (f"after {start} new tokens " if start else "from the first new token ")
+               + "each step re-feeds the whole window instead of one token, about 16x slower per token; "
+               "lower --length or shorten the prompt to stay fast", err=True)
+
+
+def json_lines(rows: list[Any]) -> str:
+    """A JSON array with one compact line per element (strict JSON: no NaN or Infinity)."""
+    if not rows:
+        return "[]"
+    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows) + "\n]"
 
 
 def build_config(config: str | None, *, temperature: float | None = None, top_k: int | None = None,
@@ -116,36 +164,23 @@ def build_config(config: str | None, *, temperature: float | None = None, top_k:
 
 
 def apply_sets(cfg, sets: list[str]) -> None:
-    """Apply ``--set PROC.PARAM=VALUE`` overrides in order (VALUE parsed with yaml.safe_load)."""
+    """Apply ``--set PROC.PARAM=VALUE`` overrides in order (VALUE parsed as YAML)."""
     for item in sets:
         path, value = parse_set(item)
         cfg.set_value(path, value, origin="--set")
 
 
 def parse_set(item: str) -> tuple[str, Any]:
-    """``"top_k.k=20"`` -> ``("top_k.k", 20)``; a malformed item is a ConfigError."""
+    """``"top_k.k=20"`` -> ``("top_k.k", 20)``; a malformed item is a ConfigError. VALUE is YAML,
+    read with the config files' safe, bounded loader."""
     path, eq, raw = item.partition("=")
     path = path.strip()
-    if not eq or not path or any(not part.isidentifier() for part in path.split(".")) or path.count(".") > 1:
-        raise ConfigError(f"--set {item!r}: expected PROCESSOR.PARAM=VALUE (e.g. top_k.k=20) "
+    if (not eq or not path or len(path) > 130 or path.count(".") > 1
+            or any(not part.isidentifier() for part in path.split("."))):
+        raise ConfigError(f"--set {short_repr(item)}: expected PROCESSOR.PARAM=VALUE (e.g. top_k.k=20) "
                           "or RUN_SETTING=VALUE (e.g. max_new_tokens=50)")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: the value {raw!r} is not valid YAML "
-                          f"({getattr(exc, 'problem', None) or exc})") from None
+    value = yaml_io.loads(raw, f"--set {path}: the value {short_repr(raw)}", lines=False) if raw.strip() else None
     return path, value
-
-
-def _one_prompt(positional: str | None, option: str | None) -> str:
-    if positional is not None and option is not None:
-        raise typer.BadParameter("give the prompt once: as an argument or with --prompt, not both",
-                                 param_hint="PROMPT")
-    text = positional if positional is not None else option
-    if text is None:
-        raise typer.BadParameter("missing: pass it as an argument or with --prompt",
-                                 param_hint="PROMPT")
-    return text
 
 
 def encode_prompt(enc, text: str) -> list[int]:
@@ -170,7 +205,7 @@ def _result_text(result: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """JSON-ready: dataclasses become dicts, tensors lists, tuples lists."""
+    """JSON-ready: dataclasses become dicts, tensors lists, tuples lists, NaN and infinities null."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if hasattr(value, "tolist"):
@@ -179,6 +214,8 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if hasattr(value, "value") and hasattr(value, "name"):  # an enum

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +31,7 @@ def info(
         "metadata": {k: _plain(v) for k, v in meta.extra.items()},
     }
     if as_json:
-        typer.echo(json.dumps(data, indent=2, default=str))
+        typer.echo(json.dumps(_plain(data), indent=2, default=str, allow_nan=False))
         return
     lines = [
         f"checkpoint  {data['path']}",
@@ -99,8 +100,13 @@ def _tokenizer(entry: dict | None) -> str:
 
 
 def _plain(value: Any) -> Any:
-    if hasattr(value, "tolist"):  # a tensor: small ones as values, large ones as a shape
-        return value.tolist() if value.numel() <= 16 else f"tensor{list(value.shape)}"
+    """JSON-ready metadata: small tensors as values, large ones as a shape; NaN and infinities
+    as null (strict JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "tolist"):  # a tensor (or numpy value): small ones as values, large ones as a shape
+        size = value.numel() if callable(getattr(value, "numel", None)) else getattr(value, "size", 1)
+        return _plain(value.tolist()) if size <= 16 else f"tensor{list(value.shape)}"
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
