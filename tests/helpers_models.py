@@ -83,3 +83,59 @@ def make_tiny_checkpoint(path: str | Path, *, vocab_size: int = TINY_VOCAB_SIZE,
         tokenizer = tiny_tokenizer_entry()
     return save_checkpoint(path, model, epoch=1, train_loss=2.5, val_loss=2.75,
                            tokenizer=tokenizer, **extra)
+
+
+def refused(call, *args, error: type[Exception] | None = None, seconds: float = 1.0,
+            peak_mib: int = 256, **kwargs) -> str:
+    """Run ``call(*args, **kwargs)``, which must raise ``error`` (default CheckpointError) within
+    ``seconds``, with a one-line message, and without raising the process's peak memory by
+    ``peak_mib`` MiB; returns the message."""
+    import resource
+    import time
+
+    from samplekit.errors import CheckpointError
+
+    error = error or CheckpointError
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    try:
+        call(*args, **kwargs)
+    except error as exc:
+        message = str(exc)
+    else:
+        raise AssertionError(f"{getattr(call, '__name__', call)} did not raise {error.__name__}")
+    elapsed = time.perf_counter() - start
+    grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert elapsed < seconds, f"refused after {elapsed:.2f} s (limit {seconds} s): {message}"
+    assert grown < peak_mib, f"peak memory grew by {grown:.0f} MiB: {message}"
+    assert "\n" not in message and message.strip() == message, repr(message)
+    assert len(message) < 1000, f"{len(message)} characters: {message[:200]}..."
+    return message
+
+
+def rig_logits(model: GPTModel, ids, *, logit: float = 50.0, seed: int = 0) -> GPTModel:
+    """Make ``ids`` get logit ``logit`` at every position and every other id a N(0, 1) logit (the
+    final hidden state becomes one fixed unit vector): unless they are masked, greedy decoding and
+    sampling pick ``ids``."""
+    with torch.no_grad():
+        emb = model.config.emb_dim
+        direction = torch.ones(emb) / emb ** 0.5  # every position's final hidden state
+        model.final_norm.scale.zero_()
+        model.final_norm.shift.copy_(direction)
+        model.out_head.weight.normal_(0.0, 1.0, generator=torch.Generator().manual_seed(seed))
+        model.out_head.weight[list(ids)] = logit * direction
+    return model
+
+
+def make_padded_checkpoint(path: str | Path, *, vocab_size: int = 320, seed: int = 0) -> Path:
+    """A tiny checkpoint whose vocabulary is padded past the tiny encoding's (TINY_VOCAB_SIZE ids)
+    to ``vocab_size`` rows, rigged (``rig_logits``) so that the padded ids get by far the largest
+    logits. The tiny encoding is written beside it and recorded in it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "padded.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = rig_logits(make_tiny_model(vocab_size=vocab_size, seed=seed), range(TINY_VOCAB_SIZE, vocab_size),
+                       seed=seed)
+    write_tiny_encoding(path.parent / TINY_TOKENIZER_FILE)
+    return save_checkpoint(path, model, tokenizer=tiny_tokenizer_entry())

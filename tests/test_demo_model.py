@@ -3,12 +3,13 @@ mostly-real words without looping. Nothing here touches the network (sockets are
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 import torch
 
-from samplekit.demo import DATA_DIR, DEMO_CHECKPOINT, DEMO_TOKENIZER, DEMO_VOCABULARY
+from samplekit.demo import DATA_DIR, DEMO_CHECKPOINT, DEMO_SIDECAR, DEMO_TOKENIZER, DEMO_VOCABULARY
 from samplekit.demo import bpe
 from samplekit.demo import evaluate as ev
 from samplekit.model.gpt import GPTModel
@@ -65,8 +66,8 @@ def test_network_is_blocked_in_these_tests():
 
 
 def test_demo_paths_point_to_files_inside_the_package():
-    assert DEMO_CHECKPOINT.parent == DATA_DIR == DEMO_TOKENIZER.parent
-    for path in (DEMO_CHECKPOINT, DEMO_TOKENIZER, DEMO_VOCABULARY):
+    assert DEMO_CHECKPOINT.parent == DATA_DIR == DEMO_TOKENIZER.parent == DEMO_SIDECAR.parent
+    for path in (DEMO_CHECKPOINT, DEMO_TOKENIZER, DEMO_VOCABULARY, DEMO_SIDECAR):
         assert path.is_file(), path
 
 
@@ -94,8 +95,8 @@ def test_checkpoint_loads_weights_only_into_gpt_model_and_config_matches_paramet
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_checkpoint_records_tokenizer_training_corpus_and_evaluation(checkpoint):
-    for key in ("epoch", "train_loss", "val_loss", "training", "corpus", "evaluation"):
+def test_checkpoint_records_tokenizer_training_corpus_and_its_sidecar_the_evaluation(checkpoint):
+    for key in ("epoch", "train_loss", "val_loss", "training", "corpus"):
         assert key in checkpoint, key
     assert "optimizer_state_dict" not in checkpoint
     assert checkpoint["tokenizer"] == {
@@ -107,7 +108,9 @@ def test_checkpoint_records_tokenizer_training_corpus_and_evaluation(checkpoint)
     assert not set(checkpoint["corpus"]["train_works"]) & set(checkpoint["corpus"]["val_works"])
     for key in ("seed", "steps", "lr", "batch_size", "train_wall_seconds", "torch_version"):
         assert key in checkpoint["training"], key
-    evaluation = checkpoint["evaluation"]
+    sidecar = json.loads(DEMO_SIDECAR.read_text(encoding="utf-8"))
+    assert sidecar["sidecar_for"] == DEMO_CHECKPOINT.name
+    evaluation = sidecar["evaluation"]
     assert evaluation["val_loss"] < evaluation["unigram_val_loss"] - 1.0
     assert evaluation["word_rate"] >= 0.85 and evaluation["greedy_loop_free"] is True
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,11 @@ from samplekit.model.tokenizer import (ENDOFTEXT, end_of_text_id, load_tokenizer
 from tests.helpers_models import (TINY_EOT, TINY_VOCAB_SIZE, make_tiny_checkpoint,
                                   make_tiny_encoding, tiny_tokenizer_entry, write_tiny_encoding)
 
-SHARED_CACHE = Path(__file__).resolve().parents[2] / "shared" / "tiktoken-cache"
+# tiktoken's cache names each file by the SHA-1 of the address it downloads it from.
+GPT2_FILES = {hashlib.sha1(url.encode()).hexdigest(): url for url in (
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json")}
+OFFLINE_CACHE = os.environ.get("TIKTOKEN_CACHE_DIR", "")  # read before any test changes it
 TEXT = "Hello there, the wall. <3 héllo\n\tworld 42"
 
 
@@ -36,11 +42,31 @@ def no_network(monkeypatch, tmp_path):
     return calls
 
 
+def offline_gpt2_cache() -> Path | None:
+    """The folder TIKTOKEN_CACHE_DIR names, when it holds tiktoken's two gpt2 files."""
+    if not OFFLINE_CACHE:
+        return None
+    folder = Path(OFFLINE_CACHE)
+    return folder if all((folder / name).is_file() for name in GPT2_FILES) else None
+
+
 @pytest.fixture
 def gpt2_cache(monkeypatch):
-    if not SHARED_CACHE.is_dir():
-        pytest.skip(f"no offline tiktoken cache at {SHARED_CACHE} (a clone without ../shared)")
-    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(SHARED_CACHE))
+    """The real gpt2 encoding from the offline cache TIKTOKEN_CACHE_DIR names; the network is
+    blocked, so a cache miss fails instead of downloading."""
+    folder = offline_gpt2_cache()
+    if folder is None:
+        why = "is not set" if not OFFLINE_CACHE else f"={OFFLINE_CACHE} lacks them"
+        pytest.skip(f"the real gpt2 encoding needs TIKTOKEN_CACHE_DIR naming a folder with tiktoken's "
+                    f"cached gpt2 files ({', '.join(GPT2_FILES)}, e.g. ../shared/tiktoken-cache): "
+                    f"TIKTOKEN_CACHE_DIR {why}")
+
+    def offline(blobpath):
+        raise AssertionError(f"tiktoken tried to download {blobpath}: the offline cache missed")
+
+    monkeypatch.setattr(tiktoken.load, "read_file", offline)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(folder))
+    monkeypatch.delitem(tiktoken.registry.ENCODINGS, "gpt2", raising=False)  # load it from the cache
 
 
 def test_tiny_encoding_round_trips_text_and_uses_merges():
@@ -133,7 +159,8 @@ def test_tokenizer_larger_than_the_models_vocabulary_is_refused(tmp_path, gpt2_c
 
 def test_checkpoint_without_entry_defaults_to_gpt2(tmp_path, gpt2_cache):
     _, info = load_checkpoint(make_tiny_checkpoint(tmp_path, vocab_size=50257, with_tokenizer=False))
-    assert tokenizer_for_checkpoint(info).name == "gpt2"
+    enc = tokenizer_for_checkpoint(info)
+    assert enc.name == "gpt2" and enc.encode("Hello world") == [15496, 995]
 
 
 def test_missing_tokenizer_file_of_a_checkpoint_names_both(tmp_path):

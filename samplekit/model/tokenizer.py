@@ -4,6 +4,11 @@ checkpoint's ``tokenizer`` entry.
 A rank file (``.tiktoken``) has one line per token: ``base64(token bytes) rank``. A checkpoint
 entry is ``{"name": "gpt2"}`` or ``{"name": str, "file": str (relative to the checkpoint's
 folder), "pat_str": str, "special_tokens": {str: int}, "eot_token": int}``.
+
+A model's vocabulary may be larger than its tokenizer's (padded to a multiple of 64, say: 50304
+rows for GPT-2's 50257 tokens). The extra ids cannot be decoded, so they must never be sampled
+(``undecodable_ids``). A tokenizer whose ordinary tokens or end-of-text id lie outside the model's
+vocabulary cannot work with it at all (``check_compatible``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 import tiktoken
 
 from samplekit.errors import TokenizerError
+from samplekit.messages import one_line, short_repr
+from samplekit.safe_io import read_bytes
 
 if TYPE_CHECKING:
     from samplekit.model.checkpoint import CheckpointInfo
@@ -25,13 +32,14 @@ ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenisation regex, as tiktoken writes it (r50k_pat_str).
 GPT2_PAT_STR = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 DEFAULT_TOKENIZER = "gpt2"
+RANK_FILE_LIMIT = 256 << 20  # bytes; the largest tiktoken rank file (o200k) is 3.6 MB
 
 
 def _named(name: str) -> tiktoken.Encoding:
     try:
         return tiktoken.get_encoding(name)
     except Exception as exc:  # requests' ConnectionError, a hash mismatch, a read-only cache...
-        detail = f"{type(exc).__name__}: {exc}"
+        detail = one_line(f"{type(exc).__name__}: {exc}", 300)
         raise TokenizerError(
             f"cannot load the tiktoken encoding {name!r}: tiktoken downloads its files on first use, "
             f"and that failed ({detail[:300]}). Connect to the network once, or set "
@@ -43,10 +51,7 @@ def _named(name: str) -> tiktoken.Encoding:
 def read_rank_file(path: str | os.PathLike) -> dict[bytes, int]:
     """Parse a .tiktoken rank file (read locally: never the network, never tiktoken's cache)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TokenizerError(f"cannot read tokenizer file {path}: {exc.strerror or exc}") from None
+    data = read_bytes(path, limit=RANK_FILE_LIMIT, what="tokenizer file", error=TokenizerError)
     ranks: dict[bytes, int] = {}
     seen: set[int] = set()
     for lineno, line in enumerate(data.splitlines(), 1):
@@ -59,7 +64,7 @@ def read_rank_file(path: str | os.PathLike) -> dict[bytes, int]:
             raise TokenizerError(f"{path}:{lineno}: malformed line {line[:60]!r}; a .tiktoken file "
                                  "has lines 'base64(token bytes) rank'") from None
         if token in ranks or rank in seen or rank < 0:
-            raise TokenizerError(f"{path}:{lineno}: token {token!r} with rank {rank} is a duplicate "
+            raise TokenizerError(f"{path}:{lineno}: token {short_repr(token)} with rank {rank} is a duplicate "
                                  "or negative")
         ranks[token] = rank
         seen.add(rank)
@@ -95,15 +100,15 @@ def _from_file(path: Path, *, name: str | None = None, pat_str: str | None = Non
     rank_ids = set(ranks.values())
     for text, token_id in special_tokens.items():
         if not isinstance(text, str) or isinstance(token_id, bool) or not isinstance(token_id, int):
-            raise TokenizerError(f"{path}: special token {text!r}: {token_id!r} must map a str to an int")
+            raise TokenizerError(f"{path}: special token {short_repr(text)}: {short_repr(token_id)} must map a str to an int")
         if token_id in rank_ids:
-            raise TokenizerError(f"{path}: special token {text!r} has id {token_id}, which is "
+            raise TokenizerError(f"{path}: special token {short_repr(text)} has id {token_id}, which is "
                                  "already the rank of an ordinary token")
     try:
         return tiktoken.Encoding(name or path.stem, pat_str=pat_str or GPT2_PAT_STR,
                                  mergeable_ranks=ranks, special_tokens=special_tokens)
     except Exception as exc:  # a bad regex, mostly
-        raise TokenizerError(f"{path}: cannot build the encoding: {exc}") from None
+        raise TokenizerError(f"{path}: cannot build the encoding: {one_line(str(exc), 200)}") from None
 
 
 def _from_entry(entry: dict, base_dir: Path | None) -> tiktoken.Encoding:
@@ -111,17 +116,17 @@ def _from_entry(entry: dict, base_dir: Path | None) -> tiktoken.Encoding:
     for key, kind in types.items():
         if entry.get(key) is not None and (not isinstance(entry[key], kind) or isinstance(entry[key], bool)):
             raise TokenizerError(f"tokenizer entry {key!r} must be a {kind.__name__}, "
-                                 f"found {entry[key]!r}")
+                                 f"found {short_repr(entry[key])}")
     if entry.get("file"):
         path = Path(entry["file"]).expanduser()
         path = path if path.is_absolute() or base_dir is None else Path(base_dir) / path
         if not path.is_file():
             raise TokenizerError(f"tokenizer file {path} does not exist (from the entry "
-                                 f"'file': {entry['file']!r})")
+                                 f"'file': {short_repr(entry['file'])})")
         return _from_file(path, name=entry.get("name"), pat_str=entry.get("pat_str"),
                           special_tokens=entry.get("special_tokens"), eot_token=entry.get("eot_token"))
     if not entry.get("name"):
-        raise TokenizerError(f"tokenizer entry {entry!r} needs a 'name' (a tiktoken encoding such as "
+        raise TokenizerError(f"tokenizer entry {short_repr(entry)} needs a 'name' (a tiktoken encoding such as "
                              "'gpt2') or a 'file'")
     return _load_name(entry["name"])
 
@@ -129,7 +134,7 @@ def _from_entry(entry: dict, base_dir: Path | None) -> tiktoken.Encoding:
 def _load_name(name: str) -> tiktoken.Encoding:
     known = tiktoken.list_encoding_names()
     if name not in known:
-        raise TokenizerError(f"unknown tokenizer {name!r}: use a tiktoken encoding "
+        raise TokenizerError(f"unknown tokenizer {short_repr(name)}: use a tiktoken encoding "
                              f"({', '.join(known)}) or the path of a .tiktoken rank file")
     return _named(name)
 
@@ -172,17 +177,109 @@ def end_of_text_id(enc: tiktoken.Encoding) -> int | None:
 
 
 def _ordinary_max(enc: tiktoken.Encoding) -> int:
-    return next((i for i in range(enc.max_token_value, -1, -1) if not enc.is_special_token(i)), -1)
+    """The largest id of an ordinary (mergeable) token; -1 when there is none."""
+    ranks = getattr(enc, "_mergeable_ranks", None)
+    if isinstance(ranks, dict):
+        return max(ranks.values(), default=-1)
+    for i in range(enc.max_token_value, -1, -1):  # no private table: ask tiktoken, id by id
+        if not enc.is_special_token(i):
+            try:
+                enc.decode_single_token_bytes(i)
+            except KeyError:  # a gap
+                continue
+            return i
+    return -1
+
+
+def decodable_vocab_size(tokenizer: Any) -> int:
+    """Token ids from this one up cannot be decoded by ``tokenizer`` (tiktoken: ``n_vocab``;
+    other tokenizers: ``n_vocab``, ``vocab_size`` or ``len``). A model whose vocabulary is larger
+    (padded) must never sample them."""
+    for attr in ("n_vocab", "vocab_size"):
+        value = getattr(tokenizer, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    try:
+        return len(tokenizer)
+    except TypeError:
+        raise TokenizerError(f"cannot tell the vocabulary size of {type(tokenizer).__name__}: it has "
+                             "no n_vocab, vocab_size or len()") from None
+
+
+def _assigned_ids(enc: tiktoken.Encoding) -> set[int] | None:
+    ranks = getattr(enc, "_mergeable_ranks", None)
+    specials = getattr(enc, "_special_tokens", None)
+    if isinstance(ranks, dict) and isinstance(specials, dict):
+        return set(ranks.values()) | set(specials.values())
+    return None
+
+
+def undecodable_ids(tokenizer: Any, vocab_size: int) -> list[int]:
+    """The ids in ``[0, vocab_size)`` that ``tokenizer`` cannot decode, ascending: a padded
+    vocabulary's extra rows (``decodable_vocab_size(tokenizer)`` and up), and for tiktoken the
+    gaps below ``n_vocab`` that no token holds (cl100k_base has some). The engine masks these to
+    -inf so they are never sampled."""
+    size = decodable_vocab_size(tokenizer)
+    beyond = list(range(min(size, vocab_size), vocab_size))
+    if not isinstance(tokenizer, tiktoken.Encoding):
+        return beyond
+    assigned = _assigned_ids(tokenizer)
+    below = min(size, vocab_size)
+    if assigned is not None:
+        gaps = [] if len(assigned) >= size else [i for i in range(below) if i not in assigned]
+    else:  # no private tables: ask tiktoken about each id
+        gaps = []
+        for i in range(below):
+            try:
+                tokenizer.decode_single_token_bytes(i)
+            except KeyError:
+                gaps.append(i)
+    return gaps + beyond
+
+
+def check_compatible(model_vocab_size: int, tokenizer: Any, source: str) -> None:
+    """Refuse a tokenizer that cannot drive a model of ``model_vocab_size`` logits: one whose
+    ordinary tokens have ids the model lacks (it is larger than the model's vocabulary by more
+    than its special tokens), or whose end-of-text id is outside the model's vocabulary. A model
+    vocabulary larger than the tokenizer's (padding) is fine: see ``undecodable_ids``.
+    ``source`` says where the tokenizer came from, for the message."""
+    name = getattr(tokenizer, "name", type(tokenizer).__name__)
+    if isinstance(tokenizer, tiktoken.Encoding):
+        top = _ordinary_max(tokenizer)
+        if top >= model_vocab_size:
+            raise TokenizerError(f"{source} ({name}) has token ids up to {top}, but the model's "
+                                 f"vocab_size is {model_vocab_size}: pass the tokenizer the model was "
+                                 "trained with (--tokenizer)")
+        eot = end_of_text_id(tokenizer)
+    else:
+        extra = len(getattr(tokenizer, "all_special_ids", ()) or ())
+        size = decodable_vocab_size(tokenizer)
+        if size - model_vocab_size > extra:
+            raise TokenizerError(f"{source} ({short_repr(name)}) has {size} tokens, more than the "
+                                 f"model's vocab_size {model_vocab_size} plus its {extra} special "
+                                 "tokens: pass the tokenizer the model was trained with (--tokenizer)")
+        eot = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(eot, int) and eot >= model_vocab_size:
+        raise TokenizerError(f"{source} ({name}) has end-of-text id {eot}, outside the model's "
+                             f"vocabulary (vocab_size {model_vocab_size}, ids 0 to "
+                             f"{model_vocab_size - 1}): pass the tokenizer the model was trained with "
+                             "(--tokenizer)")
+
+
+def usable_special_tokens(tokenizer: tiktoken.Encoding, vocab_size: int) -> set[str]:
+    """The special tokens whose ids the model has: the ones a prompt may contain literally."""
+    return {t for t in tokenizer.special_tokens_set if tokenizer.encode_single_token(t) < vocab_size}
 
 
 def tokenizer_for_checkpoint(info: "CheckpointInfo", override: str | os.PathLike | dict | None = None
                              ) -> tiktoken.Encoding:
     """``override`` (the CLI's ``--tokenizer``) wins, then the checkpoint's entry, then "gpt2".
 
-    Raises TokenizerError when ordinary tokens would have ids the model's embedding lacks.
+    Raises TokenizerError when the tokenizer cannot drive the model (``check_compatible``).
     """
     if override is not None and override != "":
-        enc, source = load_tokenizer(override), f"tokenizer {override!r}"
+        enc = load_tokenizer(override)
+        source = f"tokenizer {short_repr(str(override))} for checkpoint {info.path}"
     elif info.tokenizer:
         folder = info.path if info.path.is_dir() else info.path.parent
         try:
@@ -191,12 +288,9 @@ def tokenizer_for_checkpoint(info: "CheckpointInfo", override: str | os.PathLike
             raise TokenizerError(f"checkpoint {info.path}: {exc}") from None
         source = f"the tokenizer of checkpoint {info.path}"
     else:
-        enc, source = load_tokenizer(DEFAULT_TOKENIZER), f"the default tokenizer {DEFAULT_TOKENIZER!r}"
-    top = _ordinary_max(enc)
-    if top >= info.config.vocab_size:
-        raise TokenizerError(f"{source} ({enc.name}) has token ids up to {top}, but the model's "
-                             f"vocab_size is {info.config.vocab_size}: pass the tokenizer the model "
-                             "was trained with (--tokenizer)")
+        enc = load_tokenizer(DEFAULT_TOKENIZER)
+        source = f"the default tokenizer {DEFAULT_TOKENIZER!r} for checkpoint {info.path}"
+    check_compatible(info.config.vocab_size, enc, source)
     return enc
 
 
