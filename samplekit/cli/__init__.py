@@ -1,12 +1,15 @@
 """The ``samplekit`` command line: a thin Typer app over the library.
 
 Every command lives in its own small module; ``errors.GuardedGroup`` is the one error boundary
-(a ``SampleKitError`` prints ``error: <message>`` and exits 2, no traceback).
+(a ``SampleKitError`` or a usage error prints one ``error: <message>`` line and exits 2, no
+traceback). ``samplekit --version`` prints the version; ``--install-completion`` and
+``--show-completion`` set up shell completion (Typer's).
 """
 
 from __future__ import annotations
 
 import importlib.util
+from typing import Annotated
 
 import typer
 
@@ -18,14 +21,34 @@ app = typer.Typer(
     name="samplekit",
     help="Plugin-based sampling for autoregressive text generation.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from samplekit import __version__
+
+        typer.echo(f"samplekit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print samplekit's version and exit.")] = False,
+) -> None:
+    """Plugin-based sampling for autoregressive text generation."""
+
+
 app.command("generate")(generate.generate)
 app.command("processors")(processors.processors)
 app.command("plugins")(plugins.plugins)
 app.command("info")(info.info)
 app.add_typer(config.app, name="config")
+app.command("compare")(importlib.import_module("samplekit.cli.compare").compare)
+app.command("record")(importlib.import_module("samplekit.cli.record").record)
 
 
 def _add_bench() -> None:

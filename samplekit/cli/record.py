@@ -1,0 +1,87 @@
+"""``samplekit record``: the model's top-N logits over a text, stored once for replays."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from samplekit.lab.errors import LabError
+
+
+def record(
+    output: Annotated[str, typer.Option("--output", "-o", help="The record file to write.")],
+    text: Annotated[Optional[str], typer.Option("--text", help="A UTF-8 text file to record.")] = None,
+    corpus: Annotated[Optional[str], typer.Option(
+        "--corpus", help="Record the human continuations of a corpus (demo-heldout).")] = None,
+    checkpoint: Annotated[str, typer.Option(
+        "--checkpoint", "-c", help="A .pt checkpoint, a Hugging Face GPT-2 folder, or 'demo'.")] = "demo",
+    top: Annotated[int, typer.Option("--top", min=1, help="Logits kept per position (the vocabulary "
+                                                          "size or more keeps whole rows).")] = 256,
+    prompt_tokens: Annotated[int, typer.Option(
+        "--prompt-tokens", min=1, help="--text: tokens of context before the first recorded one.")] = 32,
+    samples: Annotated[Optional[int], typer.Option(
+        "--samples", min=1, help="--corpus: the first this many passages (default: all).")] = None,
+    length: Annotated[Optional[int], typer.Option(
+        "--length", min=1, help="--corpus: recorded tokens per continuation at most (default: all).")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+) -> None:
+    """Run the model once over a text (teacher-forced) and store what replaying a chain needs."""
+    from samplekit.lab.record import pair_documents, record_logits, save_record, text_documents
+
+    if (text is None) == (corpus is None):
+        raise LabError("give the text to record: --text FILE or --corpus demo-heldout")
+    from samplekit.engine import model_context_length
+
+    model, enc, info = _load(checkpoint, device)
+    context = model_context_length(model)
+    if text is not None:
+        ids, source = enc.encode_ordinary(_read(text)), f"text {text}"
+        docs, prompts = text_documents(ids, context or 1024, prompt_tokens)
+        source_sha = hashlib.sha256(Path(text).read_bytes()).hexdigest()
+    else:
+        from samplekit.lab.corpus import corpus_prompts
+
+        prompt_set = corpus_prompts(corpus)
+        n = samples or len(prompt_set.prompts)
+        docs, prompts = pair_documents(enc, prompt_set.prompts[:n], prompt_set.continuations[:n], length)
+        source, source_sha = f"corpus {corpus} ({len(docs)} passages)", None
+    meta = {
+        "source": source, "source_sha256": source_sha, "checkpoint": checkpoint,
+        "checkpoint_path": str(info.path), "context_length": context,
+        "tokenizer": info.tokenizer or enc.name,
+        "tokenizer_dir": str(info.path if info.path.is_dir() else info.path.parent),
+        "eos_token_ids": _eos(enc),
+    }
+    started = time.perf_counter()
+    made = record_logits(model, docs, prompts, top_n=top, meta=meta)
+    path = save_record(made, output)
+    typer.echo(f"recorded {made.positions:,} positions of {source} (top {made.top_n} of "
+               f"{made.vocab_size} logits) in {time.perf_counter() - started:.1f} s: "
+               f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"--text {path}: cannot read the text ({getattr(exc, 'strerror', None) or exc})") from None
+
+
+def _load(checkpoint: str, device: str):
+    from samplekit.model.checkpoint import load_checkpoint
+    from samplekit.model.device import resolve_device
+    from samplekit.model.tokenizer import tokenizer_for_checkpoint
+
+    model, info = load_checkpoint(checkpoint, resolve_device(device))
+    return model, tokenizer_for_checkpoint(info), info
+
+
+def _eos(enc) -> list[int]:
+    from samplekit.model.tokenizer import end_of_text_id
+
+    eot = end_of_text_id(enc)
+    return [] if eot is None else [eot]
