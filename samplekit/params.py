@@ -19,7 +19,7 @@ from samplekit.messages import not_utf8, short_repr
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
 # The parameter types a processor may declare, and how they are written in the listing.
-TYPES = ("int", "float", "bool", "str", "int_list", "str_list", "token_list", "token_bias")
+TYPES = ("int", "float", "bool", "str", "int_list", "str_list", "token_list", "token_bias", "json")
 _TYPE_NAMES = {
     "int": "integer",
     "float": "number",
@@ -29,7 +29,9 @@ _TYPE_NAMES = {
     "str_list": "list of strings",
     "token_list": "list of token ids or strings",
     "token_bias": "mapping of token id or string to a number",
+    "json": "JSON value (mapping, list, string, number, boolean or null)",
 }
+JSON_MAX_DEPTH, JSON_MAX_ITEMS = 64, 100_000  # a json value's nesting and its count of values
 
 
 # Limits every declaration shares (the tensors a value feeds are float32 and int32/int64):
@@ -196,7 +198,34 @@ def _convert(p: Param, value: Any) -> Any:
             except _Refused as why:
                 raise _Refused(f"key {short_repr(k)}: {why}") from None
         return out
+    if kind == "json":
+        _check_json(value, [0], 0)
+        return value
     raise TypeError
+
+
+def _check_json(value: Any, count: list[int], depth: int) -> None:
+    """A JSON value as YAML or json.loads give it: str keys, finite numbers, bounded size."""
+    count[0] += 1
+    if count[0] > JSON_MAX_ITEMS or depth > JSON_MAX_DEPTH:
+        raise _Refused(f"it holds more than {JSON_MAX_ITEMS} values or nests deeper than {JSON_MAX_DEPTH}")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        _text(value, False)
+    elif isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _Refused("JSON numbers are finite")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_json(item, count, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _Refused(f"JSON keys are strings, not {short_repr(key)}")
+            _check_json(item, count, depth + 1)
+    else:
+        raise TypeError
 
 
 def _float32(value: int | float) -> float:

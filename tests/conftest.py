@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# The real GPT-2 encoding offline: the tiktoken cache beside the repository (../shared, on the
+# development and CI machines), unless TIKTOKEN_CACHE_DIR already names one. The tests that need
+# it skip, saying why, where there is none.
+_SHARED_CACHE = Path(__file__).resolve().parents[2] / "shared" / "tiktoken-cache"
+if not os.environ.get("TIKTOKEN_CACHE_DIR") and _SHARED_CACHE.is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(_SHARED_CACHE)
 
 
 @pytest.fixture

@@ -33,13 +33,16 @@ def fail(who: str, prop: str, detail: str) -> None:
 
 
 class Case:
-    """One generated example: ``ids [B, T]``, ``scores [B, V]``, a seed per row."""
+    """One generated example: ``ids [B, T]``, ``scores [B, V]``, a seed per row, and what the
+    contexts carry (the context length; the tokenizer and end-of-text ids check_processor got)."""
 
-    def __init__(self, ids: torch.Tensor, scores: torch.Tensor, seeds: list[int], context_length: int | None = None):
+    def __init__(self, ids: torch.Tensor, scores: torch.Tensor, seeds: list[int], context_length: int | None = None,
+                 tokenizer=None, eos_token_ids: tuple[int, ...] = ()):
         self.ids = ids  # (B, T)
         self.scores = scores  # (B, V)
         self.seeds = seeds
         self.context_length = context_length
+        self.tokenizer, self.eos_token_ids = tokenizer, tuple(eos_token_ids)
 
     @property
     def batch(self) -> int:
@@ -50,11 +53,12 @@ class Case:
         return self.scores.shape[1]
 
     def row(self, i: int) -> "Case":
-        return Case(self.ids[i:i + 1], self.scores[i:i + 1], [self.seeds[i]], self.context_length)
+        return Case(self.ids[i:i + 1], self.scores[i:i + 1], [self.seeds[i]], self.context_length, self.tokenizer,
+                    self.eos_token_ids)
 
     def with_(self, ids: torch.Tensor | None = None, scores: torch.Tensor | None = None) -> "Case":
         return Case(self.ids if ids is None else ids, self.scores if scores is None else scores, self.seeds,
-                    self.context_length)
+                    self.context_length, self.tokenizer, self.eos_token_ids)
 
 
 def context(case: Case, seeds: Sequence[int] | None = None) -> StepContext:
@@ -63,7 +67,7 @@ def context(case: Case, seeds: Sequence[int] | None = None) -> StepContext:
     return StepContext(
         random=RowRandom.from_seeds(seeds), batch_size=b, step=0,
         prompt_lengths=torch.full((b,), case.ids.shape[1], dtype=torch.long),
-        context_length=case.context_length,
+        context_length=case.context_length, tokenizer=case.tokenizer, eos_token_ids=case.eos_token_ids,
     )
 
 

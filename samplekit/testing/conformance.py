@@ -67,7 +67,8 @@ _UNKNOWN = "__conformance_unknown_parameter__"
 
 def check_processor(processor: Any, *, params: dict[str, Any] | None = None, vocab=(1, 48), batch=(1, 4),
                     history=(1, 12), examples: int = 40, steps: int = 3,
-                    dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16), shrink: bool = True) -> None:
+                    dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16), shrink: bool = True,
+                    tokenizer: Any = None, eos_token_ids: Sequence[int] = ()) -> None:
     """Check ``processor`` against the processor contract; raise AssertionError on a violation.
 
     :param processor: a Processor subclass, an instance (its ``settings`` are the params), or a
@@ -80,6 +81,9 @@ def check_processor(processor: Any, *, params: dict[str, Any] | None = None, voc
     :param dtypes: the score dtypes to try (the processor must keep each).
     :param shrink: let hypothesis shrink a failing example to a small one (a few seconds more,
         only when something fails).
+    :param tokenizer, eos_token_ids: what every context carries (``ctx.tokenizer``,
+        ``ctx.eos_token_ids``), for processors that need them; with a tokenizer, give ``vocab``
+        its size.
     """
     cls, instance, params = _resolve(processor, params)
     who = _who(cls, params)
@@ -94,6 +98,7 @@ def check_processor(processor: Any, *, params: dict[str, Any] | None = None, voc
     @given(data=st.data())
     def conforms(data):
         case = _draw_case(data, batch, vocab, history, dtypes)
+        case.tokenizer, case.eos_token_ids = tokenizer, tuple(eos_token_ids)
         _check_empty_row(made, case, who, data)
         _check_call(made, case, who)
         _check_traits(made, case, who, data)
@@ -104,7 +109,7 @@ def check_processor(processor: Any, *, params: dict[str, Any] | None = None, voc
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: waking a thread pool would cost more than the work
     try:
-        _check_allowed_values(cls, params, who, _smallest(vocab, at_least=8))
+        _check_allowed_values(cls, params, who, _smallest(vocab, at_least=8), tokenizer, eos_token_ids)
         try:
             conforms()
         except Flaky as flaky:
@@ -249,6 +254,8 @@ def _rejected_values(p: Param) -> list[tuple[Any, str]]:
             out.append(([-1], "a negative token id"))
     elif p.type == "token_bias":
         out.append(([1, 2], "wrong type"))
+    elif p.type == "json":
+        out.append(({1: "x"}, "a key that is not a string"))
     if not p.nullable:
         out.append((None, "null but not nullable"))
     return out
@@ -268,6 +275,8 @@ def _allowed_values(p: Param) -> list[Any]:
         return [()]
     if p.type == "token_bias":
         return [{}]
+    if p.type == "json":
+        return [p.default] if not p.required and p.default is not None else []
     out: list[Any] = [None] if p.nullable else []
     is_int = p.type == "int"
     candidates = [0, -1, 1] if is_int else [0.0, -1.0, 1.0]
@@ -286,16 +295,17 @@ def _allowed_values(p: Param) -> list[Any]:
     return out
 
 
-def _fixed_case(vocab: int = 8) -> Case:
+def _fixed_case(vocab: int = 8, tokenizer: Any = None, eos_token_ids: Sequence[int] = ()) -> Case:
     g = torch.Generator().manual_seed(1234)
     scores = torch.randn(2, vocab, generator=g) * 3  # (2, V)
     scores[0, 3] = float("-inf")
     scores[1, 5] = scores[1].max()  # a tie at the maximum
     ids = torch.tensor([[1, 2, 3, 1, 2, 3], [4, 4, 4, 4, 4, 4]]) % vocab  # (2, 6)
-    return Case(ids, scores, [11, 12], context_length=4)
+    return Case(ids, scores, [11, 12], context_length=4, tokenizer=tokenizer, eos_token_ids=eos_token_ids)
 
 
-def _check_allowed_values(cls: type[Processor], params: dict, who: str, vocab: int) -> None:
+def _check_allowed_values(cls: type[Processor], params: dict, who: str, vocab: int, tokenizer: Any = None,
+                          eos_token_ids: Sequence[int] = ()) -> None:
     """Values inside the declared range must build and run: the range must be declared, not implied."""
     for p in cls.params:
         for value in _allowed_values(p):
@@ -309,7 +319,7 @@ def _check_allowed_values(cls: type[Processor], params: dict, who: str, vocab: i
                       f"but construction raised {type(exc).__name__}: {exc}; declare the range in its Param")
             tag = f"{who} with {p.name}={value!r} (allowed by the declaration {p.allowed()}; "\
                   "if it is not meaningful, declare the range in its Param)"
-            case = _fixed_case(vocab)
+            case = _fixed_case(vocab, tokenizer, eos_token_ids)
             _check_call(made, case, tag, trait_checks=False)
             list(_generation(made, case, tag, 2))
 

@@ -57,7 +57,8 @@ def _simulate(p: Processor, case: Case, who: str, rows: list[int], joins: list[i
             lengths_now = torch.tensor([len(history[r]) for r in joining], dtype=torch.long)
             if run is None:
                 run = chain.start(len(joining), seeds=seeds, prompt_lengths=lengths_now,
-                                  context_length=case.context_length)
+                                  context_length=case.context_length, tokenizer=case.tokenizer,
+                                  eos_token_ids=case.eos_token_ids)
             else:
                 run.add_rows(len(joining), seeds=seeds, prompt_lengths=lengths_now)
             active += joining
