@@ -94,28 +94,48 @@ class ModelConfig:
 
 
 class KVCache:
-    """Pre-allocated keys and values for every layer: ``[B, H, capacity, D]`` each.
+    """Pre-allocated keys and values for every layer: ``[rows, H, capacity, D]`` each, of which
+    the first ``batch`` rows are in use.
 
-    ``length`` is the number of positions filled. ``select_rows`` keeps a subset of the batch
-    (finished rows leave the batch and cost nothing further).
+    ``length`` is the number of positions filled (the same for every row: ragged rows are
+    right-aligned, with padding in front that the attention mask hides). ``select_rows`` keeps a
+    subset of the batch (finished rows leave the batch and cost nothing further); ``join`` adds
+    the rows of another cache (rows joining a running batch: a continuous-batching scheduler);
+    ``compact`` drops leading positions that every row holds as padding. Reserve room for joins
+    with ``rows`` (``GPTModel.new_cache(batch, rows=...)``).
     """
 
     def __init__(self, n_layers: int, batch: int, heads: int, capacity: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device):
-        shape = (batch, heads, capacity, head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+                 dtype: torch.dtype, device: torch.device, rows: int | None = None):
+        shape = (max(batch, rows or 0), heads, capacity, head_dim)
+        self._keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self._values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.batch = batch
         self.capacity = capacity
         self.length = 0
+
+    @property
+    def keys(self) -> list[torch.Tensor]:
+        return [t[:self.batch] for t in self._keys]
+
+    @property
+    def values(self) -> list[torch.Tensor]:
+        return [t[:self.batch] for t in self._values]
+
+    @property
+    def rows(self) -> int:
+        """How many rows the buffers hold (``batch`` of them in use)."""
+        return self._keys[0].shape[0] if self._keys else self.batch
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v ``[B, H, T, D]`` after the cached positions; return all keys and values so far."""
         start, end = self.length, self.length + k.shape[2]
         if end > self.capacity:
             raise ValueError(f"KV cache overflow: {end} positions > capacity {self.capacity}")
-        self.keys[layer][:, :, start:end] = k
-        self.values[layer][:, :, start:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+        keys, values = self._keys[layer][:self.batch], self._values[layer][:self.batch]
+        keys[:, :, start:end] = k
+        values[:, :, start:end] = v
+        return keys[:, :, :end], values[:, :, :end]
 
     def advance(self, steps: int) -> None:
         self.length += steps
@@ -128,14 +148,46 @@ class KVCache:
         n, kept = self.length, rows.tolist()
         moves = [(dst, src) for dst, src in enumerate(kept) if dst != src]
         ascending = all(a < b for a, b in zip(kept, kept[1:]))
-        for buffers in (self.keys, self.values):
-            for i, t in enumerate(buffers):
-                if ascending:  # dst < src, in increasing order: no source is overwritten first
-                    for dst, src in moves:
-                        t[dst, :, :n] = t[src, :, :n]
-                else:
-                    t[:len(kept), :, :n] = t[:, :, :n].index_select(0, rows)
-                buffers[i] = t[:len(kept)]
+        for t in (*self._keys, *self._values):
+            if ascending:  # dst < src, in increasing order: no source is overwritten first
+                for dst, src in moves:
+                    t[dst, :, :n] = t[src, :, :n]
+            elif kept:
+                t[:len(kept), :, :n] = t[:self.batch, :, :n].index_select(0, rows.to(t.device))
+        self.batch = len(kept)
+
+    def join(self, other: "KVCache", rows: list[int] | None = None) -> tuple[int, int]:
+        """Append ``other``'s rows (``rows``: which of them, repeats allowed; default all) after
+        this cache's rows, right-aligned: the shorter side gets padding positions in front
+        (zeros, to be masked out). Returns how many positions went in front of the rows already
+        here and in front of the joining rows."""
+        rows = list(range(other.batch)) if rows is None else rows
+        if self.batch + len(rows) > self.rows:
+            raise ValueError(f"KV cache: {self.batch} + {len(rows)} rows exceed the {self.rows} reserved")
+        n = max(self.length, other.length)
+        if n > self.capacity:
+            raise ValueError(f"KV cache overflow: {n} positions > capacity {self.capacity}")
+        before, after = n - self.length, n - other.length
+        index = torch.tensor(rows, dtype=torch.long, device=self._keys[0].device)
+        for mine, theirs in zip((*self._keys, *self._values), (*other._keys, *other._values)):
+            if before and self.batch:  # shift the rows here to the right
+                mine[:self.batch, :, before:n] = mine[:self.batch, :, :self.length].clone()
+                mine[:self.batch, :, :before] = 0
+            joining = mine[self.batch:self.batch + len(rows)]
+            joining[:, :, after:n] = theirs[:other.batch, :, :other.length].index_select(0, index)
+            joining[:, :, :after] = 0
+        self.batch += len(rows)
+        self.length = n
+        return before, after
+
+    def compact(self, positions: int) -> None:
+        """Drop the first ``positions`` positions of every row (padding in all of them)."""
+        if positions <= 0:
+            return
+        n = self.length - positions
+        for t in (*self._keys, *self._values):
+            t[:self.batch, :, :n] = t[:self.batch, :, positions:self.length].clone()
+        self.length = n
 
 
 class MultiHeadAttention(nn.Module):
@@ -255,12 +307,13 @@ class GPTModel(nn.Module):
     def context_length(self) -> int:
         return self.config.context_length
 
-    def new_cache(self, batch_size: int) -> KVCache:
-        """An empty KV cache for ``batch_size`` rows, holding up to ``context_length`` positions."""
+    def new_cache(self, batch_size: int, rows: int | None = None) -> KVCache:
+        """An empty KV cache for ``batch_size`` rows (room for ``rows`` when rows will join),
+        holding up to ``context_length`` positions."""
         p = self.out_head.weight
         cfg = self.config
         return KVCache(cfg.n_layers, batch_size, cfg.n_heads, cfg.context_length,
-                       cfg.emb_dim // cfg.n_heads, p.dtype, p.device)
+                       cfg.emb_dim // cfg.n_heads, p.dtype, p.device, rows=rows)
 
     def prepare_for_inference(self) -> "GPTModel":
         """eval mode, fused qkv projections, and the output head stored as ``[emb, vocab]``: the

@@ -1,0 +1,143 @@
+"""``samplekit bench --workload ragged``: throughput on many requests of different lengths.
+
+A fixed, seeded workload: ``requests`` prompts whose lengths spread from 4 to 200 tokens and whose
+``max_new_tokens`` spread from 8 to 256 (some end earlier, at end-of-text), all through one chain
+with per-request seeds. A model with a short context gets shorter spreads, so that a static batch
+(its longest prompt, then its longest output) still fits: prompts up to a fifth of the context
+(51 tokens for the demo model's 256), outputs up to the rest (205). Each variant serves the whole workload with ``batch`` rows at a time and
+is timed on the useful tokens (each request's own new tokens, up to its limit or end-of-text):
+
+- ``scheduler``: ``samplekit.scheduler.Scheduler`` (continuous batching, batch-invariant when the
+  model has the mode), and its slot utilisation;
+- ``scheduler (plain forward)``: the same without the batch-invariant forward;
+- ``static``: samplekit's ``generate`` on consecutive batches of ``batch`` requests, each batch
+  running until its last row ends (today's way of running many prompts);
+- ``static, sorted``: the same after sorting the requests by prompt plus output length;
+- ``hf static`` (transformers importable, a GPTModel): Hugging Face's ``generate`` on consecutive
+  batches, left-padded, each batch decoding to its longest row's limit (``generate`` takes one
+  ``max_new_tokens`` per batch), the same sampling settings; only each request's own tokens count.
+
+A benchmark, never a test: the variants run one after the other in one process, and the ratios
+between them are what to quote.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from samplekit.requests import Request
+
+PROMPT_RANGE, NEW_RANGE = (4, 200), (8, 256)
+
+
+def ragged_workload(count: int, vocab: int, context: int, seed: int = 0) -> list[Request]:
+    """``count`` requests: prompt lengths uniform in PROMPT_RANGE, max_new_tokens in NEW_RANGE,
+    both shortened for a short ``context`` (module docstring); random token ids; seed = its index
+    + ``seed``."""
+    longest_prompt = min(PROMPT_RANGE[1], context // 5)
+    longest_new = min(NEW_RANGE[1], context - longest_prompt)
+    rng = random.Random(seed)
+    return [Request(prompt=[rng.randrange(vocab) for _ in range(rng.randint(PROMPT_RANGE[0], longest_prompt))],
+                    id=i, seed=seed + i, max_new_tokens=rng.randint(NEW_RANGE[0], longest_new))
+            for i in range(count)]
+
+
+def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: int = 16, seed: int = 0,
+                 compare_hf: bool = True, progress=None) -> dict[str, Any]:
+    """Serve the workload with every variant; a JSON-able dict of tokens/s, requests/s and ratios."""
+    from samplekit.engine import _accepts, generate, model_context_length, resolve_chain
+    from samplekit.scheduler import Scheduler
+
+    say = progress or (lambda message: None)
+    chain = resolve_chain(chain)
+    vocab, context = model.config.vocab_size, model_context_length(model)
+    work = ragged_workload(requests, vocab, context, seed)
+    for r in work:
+        r.chain = chain
+    eos = tokenizer.eot_token if tokenizer is not None and hasattr(tokenizer, "eot_token") else None
+    variants: dict[str, Any] = {}
+
+    def timed(name: str, fn) -> None:
+        say(f"{name}: {requests} requests, batch {batch}")
+        start = time.perf_counter()
+        tokens, extra = fn()
+        seconds = time.perf_counter() - start
+        variants[name] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
+                          "requests_per_s": requests / seconds, **extra}
+
+    def scheduler(invariant: bool):
+        def serve():
+            sched = Scheduler(model, tokenizer=tokenizer, max_batch=batch, batch_invariant=invariant)
+            results = list(sched.run(_fresh(work)))
+            return sum(len(r.samples[0].tokens) for r in results), {"utilisation": sched.utilisation}
+        return serve
+
+    def static(order):
+        def serve():
+            done = 0
+            for i in range(0, len(order), batch):
+                group = order[i:i + batch]
+                out = generate(model, [r.prompt for r in group], chain=chain, seed=[r.seed for r in group],
+                               max_new_tokens=max(r.max_new_tokens for r in group), tokenizer=tokenizer)
+                done += sum(min(len(o.tokens), r.max_new_tokens) for o, r in zip(out, group))
+            return done, {}
+        return serve
+
+    invariant = _accepts(model, "batch_invariant")
+    timed("scheduler", scheduler(invariant))
+    if invariant:
+        timed("scheduler (plain forward)", scheduler(False))
+    timed("static", static(work))
+    timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
+    if compare_hf and _has_transformers() and hasattr(model, "trf_blocks"):
+        timed("hf static", lambda: _hf_static(model, work, batch, eos))
+    base = variants["static"]["tokens_per_s"]
+    ratios = {f"{name} / static": v["tokens_per_s"] / base for name, v in variants.items() if name != "static"}
+    if "hf static" in variants:
+        ratios["scheduler / hf static"] = variants["scheduler"]["tokens_per_s"] / variants["hf static"]["tokens_per_s"]
+    lengths = [len(r.prompt) for r in work]
+    return {"requests": requests, "batch": batch, "chain": [str(p) for p in chain.processors],
+            "prompt_tokens_median": statistics.median(lengths), "variants": variants, "ratios": ratios}
+
+
+def _fresh(work: list[Request]) -> list[Request]:
+    return [Request(prompt=r.prompt, id=r.id, seed=r.seed, max_new_tokens=r.max_new_tokens, chain=r.chain)
+            for r in work]
+
+
+def _has_transformers() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("transformers") is not None
+
+
+def _hf_static(model, work: list[Request], batch: int, eos: int | None):
+    """Hugging Face generate on consecutive batches: left-padded, the batch's longest limit."""
+    from transformers import GenerationConfig
+
+    from samplekit.hf.export import to_hf_gpt2
+
+    hf = to_hf_gpt2(model)
+    done = 0
+    for i in range(0, len(work), batch):
+        group = work[i:i + batch]
+        width = max(len(r.prompt) for r in group)
+        ids = torch.zeros(len(group), width, dtype=torch.long)
+        mask = torch.zeros(len(group), width, dtype=torch.long)
+        for j, r in enumerate(group):
+            ids[j, width - len(r.prompt):], mask[j, width - len(r.prompt):] = torch.tensor(r.prompt), 1
+        config = GenerationConfig(do_sample=True, temperature=0.8, top_k=50, top_p=1.0, pad_token_id=0,
+                                  max_new_tokens=max(r.max_new_tokens for r in group), eos_token_id=eos,
+                                  bos_token_id=None)
+        torch.manual_seed(group[0].seed)
+        with torch.inference_mode():
+            out = hf.generate(ids, attention_mask=mask, generation_config=config)[:, width:]
+        for row, r in zip(out.tolist(), group):
+            row = row[:r.max_new_tokens]
+            done += row.index(eos) if eos is not None and eos in row else len(row)
+    return done, {}
