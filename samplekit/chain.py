@@ -88,13 +88,14 @@ class Chain:
         return get_plugin_manager().hook.step_strategy(chain=self) or DENSE
 
     def start(self, batch_size: int, *, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-              seeds: Sequence[int] | None = None, **context: Any) -> "ChainRun":
+              seeds: Sequence[int] | None = None, trace: int | None = None, **context: Any) -> "ChainRun":
         """Open one generation over ``batch_size`` rows.
 
         Randomness comes from ``seeds`` (one per row), ``generator`` (one for the batch, or one
-        per row), or else per-row seeds drawn once from torch's global generator. ``context``
-        fills the remaining StepContext fields (prompt_lengths, attention_mask, context_length,
-        eos_token_ids, tokenizer).
+        per row), or else per-row seeds drawn once from torch's global generator. ``trace``: record
+        each step, keeping this many candidates per stage (samplekit.trace; ``run.last_trace``).
+        ``context`` fills the remaining StepContext fields (prompt_lengths, attention_mask,
+        context_length, eos_token_ids, tokenizer).
         """
         if generator is None:
             random = RowRandom.from_seeds(run_seeds(batch_size) if seeds is None else seeds)
@@ -102,7 +103,7 @@ class Chain:
             raise ValueError("pass seeds or generator, not both")
         else:
             random = RowRandom(generator, batch_size)
-        return ChainRun(self, StepContext(random=random, batch_size=batch_size, **context))
+        return ChainRun(self, StepContext(random=random, batch_size=batch_size, **context), trace=trace)
 
     def apply(self, input_ids: torch.Tensor | None, scores: torch.Tensor, *, seed: int | Sequence[int] | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,8 +123,14 @@ class ChainRun:
     """One generation through a chain: its rows' random streams and step counts, and each
     processor's state. A strategy computes each step (samplekit.strategy)."""
 
-    def __init__(self, chain: Chain, ctx: StepContext):
+    def __init__(self, chain: Chain, ctx: StepContext, trace: int | None = None):
         self.chain, self.ctx = chain, ctx
+        self.tracer = None
+        if trace:
+            from samplekit.trace import Tracer
+
+            self.tracer = Tracer(trace)
+        self.last_trace = None  # with tracing: each row's StepTrace for the last step
         self.states = [p.start(ctx.batch_size, ctx) for p in chain.processors]
         self.logits = chain.indexed_logits
         self.context = [(p, i) for i, p in enumerate(chain.processors) if p.stage is Stage.CONTEXT]
@@ -149,9 +156,12 @@ class ChainRun:
         if self.chain.selector is None:
             raise InteropError(f"{self.chain!r} is logits-only: it has no selector to choose tokens with")
         try:
-            tokens = self.strategy.select(self, input_ids, scores) if self.verified else None
-            if tokens is None:
-                tokens = self._select_dense(input_ids, scores)
+            if self.tracer is not None:
+                tokens = self._select_traced(input_ids, scores)
+            else:
+                tokens = self.strategy.select(self, input_ids, scores) if self.verified else None
+                if tokens is None:
+                    tokens = self._select_dense(input_ids, scores)
         except Exception as exc:
             self._reraise(exc)
         self.accept(tokens)
@@ -226,6 +236,18 @@ class ChainRun:
         if full:
             checks.verify_tokens(self.chain.selector, scores, tokens, self.ctx.step)
         self.verified = True
+        return tokens
+
+    def _select_traced(self, input_ids, scores: torch.Tensor) -> torch.Tensor:
+        """The dense path, recording every stage (samplekit.trace)."""
+        tracer, ctx = self.tracer, self.ctx
+        tracer.begin(scores)
+        for p, i in self.logits:
+            ctx.state = self.states[i]
+            scores = p.process(input_ids, scores, ctx)
+            tracer.stage(p.name, scores)
+        tokens = self.chain.selector.select(input_ids, scores, self.selector_context())
+        self.last_trace = tracer.finish(tokens, ctx.steps.tolist())
         return tokens
 
     def _process(self, input_ids, scores: torch.Tensor, verify: bool) -> torch.Tensor:

@@ -68,6 +68,7 @@ class GenerationResult:
     text: str | None
     finish_reason: str
     prompt_length: int
+    trace: list | None = None  # with trace: one samplekit.trace.StepTrace per new token
 
 
 @dataclass
@@ -86,12 +87,14 @@ class TokenEvent:
     step: int
     text: str
     finished: str | None = None
+    trace: Any = None  # with trace: this step's samplekit.trace.StepTrace
 
 
 def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None, generator=None,
              stop=(), stop_on_eos: bool = True, eos_token_ids=None, tokenizer=None,
              max_time: float | None = None, use_cache: bool | None = None,
-             context_length: int | None = None, batch_invariant: bool = False) -> list[GenerationResult]:
+             context_length: int | None = None, batch_invariant: bool = False,
+             trace: bool | int = False) -> list[GenerationResult]:
     """Generate from each prompt; one ``GenerationResult`` per prompt, in order.
 
     ``prompts``: a list of token-id lists (lengths may differ), one list of ints, or a LongTensor
@@ -108,11 +111,14 @@ def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None
     logits bit-identical whatever else is in the batch), so that with per-prompt seeds each
     prompt's tokens are exactly those it gets alone; without it a row's logits may differ in the
     last bits with the batch, which changes a sampled token about once in thousands of steps.
+    ``trace``: record what each processor did at each step (``True``: the 8 most probable
+    candidates per stage, or that many); each result's ``trace`` lists a ``StepTrace`` per token.
     """
     decoding = _Decoding(model, prompts, chain=chain, max_new_tokens=max_new_tokens, seed=seed,
                          generator=generator, stop=stop, stop_on_eos=stop_on_eos,
                          eos_token_ids=eos_token_ids, tokenizer=tokenizer, max_time=max_time,
-                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant)
+                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant,
+                         trace=trace)
     with torch.inference_mode():  # one guard for the whole loop: nothing runs between steps
         for _ in decoding.steps(guard_each_step=False):
             pass
@@ -122,16 +128,19 @@ def generate(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None
 def generate_stream(model, prompts, *, chain=None, max_new_tokens: int = 200, seed=None,
                     generator=None, stop=(), stop_on_eos: bool = True, eos_token_ids=None,
                     tokenizer=None, max_time: float | None = None, use_cache: bool | None = None,
-                    context_length: int | None = None, batch_invariant: bool = False) -> Iterator[TokenEvent]:
+                    context_length: int | None = None, batch_invariant: bool = False,
+                    trace: bool | int = False) -> Iterator[TokenEvent]:
     """Like ``generate``, but yield a ``TokenEvent`` per row per token as it is chosen (rows in
     batch order within a step). Each row's last event has ``finished`` set."""
     decoding = _Decoding(model, prompts, chain=chain, max_new_tokens=max_new_tokens, seed=seed,
                          generator=generator, stop=stop, stop_on_eos=stop_on_eos,
                          eos_token_ids=eos_token_ids, tokenizer=tokenizer, max_time=max_time,
-                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant)
+                         use_cache=use_cache, context_length=context_length, batch_invariant=batch_invariant,
+                         trace=trace)
     for step, rows, tokens, texts, finished in decoding.steps():
-        for row, token, text, reason in zip(rows, tokens, texts, finished):
-            yield TokenEvent(row, token, step, text, reason)
+        traces = decoding.run.last_trace or [None] * len(rows)
+        for row, token, text, reason, traced in zip(rows, tokens, texts, finished, traces):
+            yield TokenEvent(row, token, step, text, reason, traced)
 
 
 def generate_text(model, input_ids, maximum_new_tokens: int, temperature: float = 0.0,
@@ -197,7 +206,8 @@ class _Decoding:
     """One generation: the batch's token history, the chain run, the cache and each row's stops."""
 
     def __init__(self, model, prompts, *, chain, max_new_tokens, seed, generator, stop, stop_on_eos,
-                 eos_token_ids, tokenizer, max_time, use_cache, context_length, batch_invariant=False):
+                 eos_token_ids, tokenizer, max_time, use_cache, context_length, batch_invariant=False,
+                 trace=False):
         _check_run_settings(max_new_tokens, max_time, context_length)
         self.model = model
         self.max_new_tokens = int(max_new_tokens)
@@ -234,6 +244,8 @@ class _Decoding:
                    "a context processor of the chain crops in its own way (not the last window tokens)")
             raise ValueError(f"use_cache=True, but {why}")
         self.cached = has_cache and use_cache is not False and crop_is_window
+        self.trace = (8 if trace is True else int(trace)) if trace else None
+        self.traces: list[list] | None = [[] for _ in range(B)] if self.trace else None
         seeds = _row_seeds(seed, B)
         if seeds is not None and generator is not None:
             raise ValueError("pass seed or generator, not both")
@@ -253,7 +265,7 @@ class _Decoding:
                 self.mask[i, :P - len(p)] = False
         self.T = P  # columns of hist filled
         lengths = torch.tensor(self.prompt_lengths, dtype=torch.long, device=self.device)
-        self.run = self.chain.start(B, seeds=seeds, generator=generator, prompt_lengths=lengths,
+        self.run = self.chain.start(B, seeds=seeds, generator=generator, prompt_lengths=lengths, trace=self.trace,
                                     attention_mask=None if self.mask is None else self.mask[:, :P],
                                     context_length=self.context_length, eos_token_ids=self.eos_ids,
                                     tokenizer=tokenizer)
@@ -290,6 +302,9 @@ class _Decoding:
         if self.mask is not None:
             self.run.ctx.attention_mask = self.mask[:, :self.T]
         tokens = self.run.select(self.hist[:, :self.T], logits)  # [B]
+        if self.traces is not None:
+            for row, traced in zip(self.rows, self.run.last_trace):
+                self.traces[row].append(traced)
         if self.T == self.hist.shape[1]:
             self._grow()
         self.hist[:, self.T] = tokens
@@ -414,7 +429,8 @@ class _Decoding:
         return [GenerationResult(tokens=self.new_tokens[i],
                                  text=None if self.streams is None else self.streams[i].text,
                                  finish_reason=self.reasons[i] or "length",
-                                 prompt_length=self.prompt_lengths[i])
+                                 prompt_length=self.prompt_lengths[i],
+                                 trace=None if self.traces is None else self.traces[i])
                 for i in range(len(self.new_tokens))]
 
 

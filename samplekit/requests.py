@@ -33,6 +33,8 @@ class Request:
     None draws one from torch's global generator when the request is submitted (the result says
     which). ``stop``: stop strings (need the scheduler's tokenizer). ``n``: samples of this
     prompt, each with its own seed, sharing the prompt's prefill. ``max_time``: seconds, per sample.
+    ``trace``: record what each processor did at each step, keeping this many candidates per stage
+    (samplekit.trace): each token event then carries its ``StepTrace``.
     """
 
     prompt: list[int]
@@ -44,6 +46,7 @@ class Request:
     n: int = 1
     stop_on_eos: bool = True
     max_time: float | None = None
+    trace: int | None = None
     extras: dict = field(default_factory=dict)  # carried to the result untouched (a caller's bookkeeping)
 
 

@@ -60,6 +60,7 @@ class TokenEvent:
     token: int
     text: str
     finished: str | None = None
+    trace: Any = None  # the step's samplekit.trace.StepTrace, when the request asked for one
 
 
 @dataclass(eq=False)
@@ -81,6 +82,7 @@ class _Group:
     """The rows that share one chain, and that chain's run over them (in batch order)."""
 
     chain: Chain
+    trace: int | None = None
     run: ChainRun | None = None
     rows: list[_Row] = field(default_factory=list)
 
@@ -120,7 +122,7 @@ class Scheduler:
         self._waiting: collections.deque[tuple[Request, int, int]] = collections.deque()
         self._cancelled: set[int] = set()
         self._chains: dict[str, Chain] = {}
-        self._groups: dict[int, _Group] = {}  # id(chain) -> group
+        self._groups: dict[tuple, _Group] = {}  # (id(chain), trace) -> group
         self._pending: dict[int, list[Sample | None]] = {}  # id(request) -> its samples so far
         self._said: set[str] = set()
         self.rows: list[_Row] = []
@@ -234,7 +236,7 @@ class Scheduler:
             lengths = torch.tensor([r.length for r in rows], dtype=torch.long, device=self.device)
             seeds = [r.seed for r in rows]
             if group.run is None:
-                group.run = group.chain.start(len(rows), seeds=seeds, prompt_lengths=lengths,
+                group.run = group.chain.start(len(rows), seeds=seeds, prompt_lengths=lengths, trace=group.trace,
                                               context_length=self.context_length, eos_token_ids=self.eos_ids,
                                               tokenizer=self.tokenizer)
             else:
@@ -325,6 +327,8 @@ class Scheduler:
         events, done = [], []
         ended = {id(r): g.run.ctx.finished[i] for g in self._groups.values() if g.rows and g.run.ctx.finished
                  for i, r in enumerate(g.rows) if i in g.run.ctx.finished}
+        traces = {id(r): t for g in self._groups.values() if g.rows and g.trace
+                  for r, t in zip(g.rows, g.run.last_trace)}
         for i, (row, token) in enumerate(zip(self.rows, tokens)):
             request, text, reason = row.request, "", None
             row.length += 1
@@ -346,7 +350,7 @@ class Scheduler:
                 if row.stream is not None:
                     text += row.stream.flush()
                 done.append(i)
-            events.append(TokenEvent(request, row.index, token, text, reason))
+            events.append(TokenEvent(request, row.index, token, text, reason, traces.get(id(row))))
         results = [r for i in done if (r := self._finish(self.rows[i], events[i].finished)) is not None]
         if done:
             self._drop(done)
@@ -453,9 +457,10 @@ class Scheduler:
 
     def _group(self, request: Request) -> _Group:
         chain = self._chain(request)
-        group = self._groups.get(id(chain))
+        key = (id(chain), request.trace or 0)
+        group = self._groups.get(key)
         if group is None:
-            group = self._groups[id(chain)] = _Group(chain)
+            group = self._groups[key] = _Group(chain, request.trace or None)
         return group
 
     def _check(self, request: Request) -> None:

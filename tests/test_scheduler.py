@@ -202,3 +202,18 @@ def test_a_request_with_its_own_chain_object_shares_the_batch_with_others():
     results = {r.id: r.samples[0].tokens for r in Scheduler(MODEL, tokenizer=ENC, max_batch=2).run(requests)}
     assert results["halve"] == solo(requests[0])[0] and results["plain"] == solo(requests[1])[0]
     assert results["halve"] != results["plain"]
+
+
+def test_traced_requests_carry_a_trace_in_each_event_and_keep_their_tokens():
+    scheduler = Scheduler(MODEL, tokenizer=ENC, max_batch=3)
+    traced = scheduler.submit(Request(prompt=[3, 4], id="traced", seed=5, max_new_tokens=6, chain="creative",
+                                      trace=3))
+    plain = scheduler.submit(Request(prompt=[3, 4], id="plain", seed=5, max_new_tokens=6, chain="creative"))
+    events, results = [], {}
+    while not scheduler.idle:
+        step_events, finished = scheduler.step()
+        events += step_events
+        results.update({r.id: r for r in finished})
+    assert results["traced"].samples[0].tokens == results["plain"].samples[0].tokens == solo(traced)[0]
+    assert all(e.trace is not None and len(e.trace.stages[0].top) == 3 for e in events if e.request is traced)
+    assert all(e.trace is None for e in events if e.request is plain)
