@@ -49,6 +49,7 @@ app.command("info")(info.info)
 app.add_typer(config.app, name="config")
 app.command("compare")(importlib.import_module("samplekit.cli.compare").compare)
 app.command("record")(importlib.import_module("samplekit.cli.record").record)
+app.command("explain")(importlib.import_module("samplekit.cli.explain").explain)
 
 
 def _add_bench() -> None:
