@@ -67,6 +67,15 @@ class Chain:
         logits-only chain for interop (the same processor objects)."""
         return Chain(self.logits, checked=self.checked, source=self.source, logits_only=True)
 
+    def as_hf_logits_processor(self, *, seed: int | Sequence[int] | None = None, tokenizer=None,
+                               eos_token_ids: Sequence[int] = ()):
+        """This chain's logits stage (its processors before the selector) as a transformers
+        logits processor that keeps state across ``generate``'s steps (samplekit.interop); the
+        selection stays ``generate``'s own (greedy or sampling)."""
+        from samplekit.interop import LogitsAdapter
+
+        return LogitsAdapter(self, seed=seed, tokenizer=tokenizer, eos_token_ids=eos_token_ids)
+
     def describe(self) -> list[dict[str, Any]]:
         """The fully resolved chain, every parameter filled in (``config show``)."""
         return [{p.name: dict(p.settings)} for p in self.processors]
