@@ -369,23 +369,25 @@ class Scheduler:
         return RequestResult(row.request, samples)
 
     def _drop(self, gone: list[int]) -> None:
-        """Rows at batch positions ``gone`` leave: the history, the cache and their chains' runs."""
-        gone_rows = {id(self.rows[i]) for i in gone}
-        keep = [i for i in range(len(self.rows)) if i not in set(gone)]
+        """Rows at batch positions ``gone`` leave: the history, the cache and their chains' runs.
+        The last rows fill the gaps, so only as many cache rows move as rows left."""
+        keep = _fill_from_the_end(len(self.rows), set(gone))
         index = torch.tensor(keep, dtype=torch.long, device=self.device)
         self.hist, self.mask = self.hist.index_select(0, index), self.mask.index_select(0, index)
         if self.cache is not None:
             self.cache.select_rows(index)
+        self.rows = [self.rows[i] for i in keep]
+        position = {id(r): i for i, r in enumerate(self.rows)}
         for group in self._groups.values():
-            if not any(id(r) in gone_rows for r in group.rows):
-                continue
-            kept = [j for j, r in enumerate(group.rows) if id(r) not in gone_rows]
-            group.rows = [group.rows[j] for j in kept]
+            order = sorted((position[id(r)], j) for j, r in enumerate(group.rows) if id(r) in position)
+            if [j for _, j in order] == list(range(len(group.rows))):
+                continue  # none of its rows left or moved
+            group.rows = [group.rows[j] for _, j in order]  # a group's rows stay in batch order
             if group.rows:
-                group.run.keep_rows(torch.tensor(kept, dtype=torch.long))
+                group.run.keep_rows(torch.tensor([j for _, j in order], dtype=torch.long))
             else:
                 group.run = None
-        self.rows = [self.rows[i] for i in keep]
+        self._groups = {k: g for k, g in self._groups.items() if g.rows}  # a server sees endless chains
         if not self.rows:
             self.hist, self.mask = self.hist[:, :0], self.mask[:, :0]
             if self.cache is not None:
@@ -486,6 +488,17 @@ class Scheduler:
     def utilisation(self) -> float:
         """The share of row slots that held a decoding row, over the steps so far."""
         return self.busy_rows / (self.steps * self.max_batch) if self.steps else 0.0
+
+
+def _fill_from_the_end(count: int, gone: set[int]) -> list[int]:
+    """The rows kept, in their new order: each gap left by a row in ``gone`` takes the last kept
+    row, so only rows from the end move (``[0, 1, 2, 3, 4]`` without 1 is ``[0, 4, 2, 3]``)."""
+    order = list(range(count))
+    tail = [i for i in range(count - 1, -1, -1) if i not in gone]  # kept rows, last first
+    kept = count - len(gone)
+    for hole in sorted(i for i in gone if i < kept):
+        order[hole] = tail.pop(0)
+    return order[:kept]
 
 
 def _last(out) -> torch.Tensor:

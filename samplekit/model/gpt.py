@@ -141,15 +141,17 @@ class KVCache:
         self.length += steps
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only the batch rows in ``rows`` (a LongTensor of indices). The kept rows move to
-        the front of the same buffers, filled positions only: nothing is allocated, the capacity
-        still to fill is not copied, and with ``rows`` ascending (the engine's case) a row that
-        does not move is not copied either."""
+        """Keep only the batch rows in ``rows`` (a LongTensor of indices), in that order. The kept
+        rows move to the front of the same buffers, filled positions only: nothing is allocated,
+        the capacity still to fill is not copied, and a row that does not move is not copied
+        either, when ``rows`` is ascending (the engine's case) or fills the gaps from the end (the
+        scheduler's: only the rows that move are copied)."""
         n, kept = self.length, rows.tolist()
         moves = [(dst, src) for dst, src in enumerate(kept) if dst != src]
         ascending = all(a < b for a, b in zip(kept, kept[1:]))
+        from_the_end = all(src >= len(kept) for _, src in moves)  # no source is a destination
         for t in (*self._keys, *self._values):
-            if ascending:  # dst < src, in increasing order: no source is overwritten first
+            if ascending or from_the_end:  # each source is read before anything overwrites it
                 for dst, src in moves:
                     t[dst, :, :n] = t[src, :, :n]
             elif kept:
