@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from samplekit.cli import app
-from samplekit.cli.generate import build_config, parse_set
+from samplekit.overrides import build_config, parse_set
 from samplekit.errors import ConfigError
 
 runner = CliRunner()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from samplekit import yaml_io
-from samplekit.cli.generate import parse_set
+from samplekit.overrides import parse_set
 from samplekit.config import MAX_CHAIN, load_config, load_yaml, parse_config
 from samplekit.errors import ConfigError, ParameterError
 from samplekit.lint import lint_chain

@@ -52,7 +52,7 @@ def show(
         "--set", metavar="PROC.PARAM=VALUE", help="Override one setting (VALUE is YAML). Repeatable.")] = None,
 ) -> None:
     """Print the fully resolved config as YAML, every default filled in."""
-    from samplekit.cli.generate import build_config
+    from samplekit.overrides import build_config
 
     cfg = build_config(config, sets=set_ or [])
     typer.echo(yaml.safe_dump(cfg.resolved(), sort_keys=False, allow_unicode=True), nl=False)

@@ -27,7 +27,8 @@ def explain(
 ) -> None:
     """Generate with tracing on and show, for each step, what each processor did: the tokens still
     possible, the entropy, the mass removed and the top candidates, the chosen one marked."""
-    from samplekit.cli.generate import build_config, encode_prompt
+    from samplekit.model.tokenizer import encode_prompt
+    from samplekit.overrides import build_config
     from samplekit.engine import generate
     from samplekit.lab.explain import plot_trace, render, steps_json
     from samplekit.model.checkpoint import load_checkpoint

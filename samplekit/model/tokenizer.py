@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
-from samplekit.errors import TokenizerError
+from samplekit.errors import ConfigError, TokenizerError
 from samplekit.messages import one_line, short_repr
 from samplekit.safe_io import read_bytes
 
@@ -297,3 +297,20 @@ def tokenizer_for_checkpoint(info: "CheckpointInfo", override: str | os.PathLike
 def describe(enc: tiktoken.Encoding) -> dict[str, Any]:
     """A short summary for ``info``-style output: name, vocabulary size, end-of-text id."""
     return {"name": enc.name, "n_vocab": enc.n_vocab, "eot_token": end_of_text_id(enc)}
+
+
+def encode_prompt(enc, text: str, vocab_size: int | None = None) -> list[int]:
+    """The prompt's token ids; special tokens such as ``<|endoftext|>`` may be written literally
+    (those the model has, when its ``vocab_size`` is given), and an empty prompt starts from
+    ``<|endoftext|>`` (unconditional generation)."""
+    if hasattr(enc, "encode_prompt"):  # samplekit.hf: as tokenizer(text) encodes it (its BOS included)
+        return enc.encode_prompt(text)
+    special = enc.special_tokens_set if vocab_size is None else usable_special_tokens(enc, vocab_size)
+    ids = enc.encode(text, allowed_special=special)
+    if not ids:
+        eot = end_of_text_id(enc)
+        if eot is None:
+            raise ConfigError("the prompt is empty and the tokenizer has no <|endoftext|> to start from; "
+                              "pass a prompt")
+        ids = [eot]
+    return ids
