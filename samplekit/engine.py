@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain
+from samplekit.errors import ConfigError
 from samplekit.stopping import Deadline, StopStrings, TextStream, resolve_eos_ids
 
 HISTORY_CHUNK = 256  # the token history grows by this many columns at a time, never all up front
@@ -232,7 +233,7 @@ class _Decoding:
         # and a batch-invariant forward.
         self.last_only = {"last_only": True} if _accepts(model, "last_only") else {}
         if batch_invariant and not _accepts(model, "batch_invariant"):
-            raise ValueError(f"batch_invariant=True, but {type(model).__name__} has no batch-invariant mode "
+            raise ConfigError(f"batch_invariant=True, but {type(model).__name__} has no batch-invariant mode "
                              "(its forward takes no batch_invariant argument)")
         self.invariant = {"batch_invariant": True} if batch_invariant else {}
         if self.chain.selector is None:
@@ -242,7 +243,7 @@ class _Decoding:
         if use_cache and not (has_cache and crop_is_window):
             why = ("the model has no new_cache()" if not has_cache else
                    "a context processor of the chain crops in its own way (not the last window tokens)")
-            raise ValueError(f"use_cache=True, but {why}")
+            raise ConfigError(f"use_cache=True, but {why}")
         self.cached = has_cache and use_cache is not False and crop_is_window
         self.trace = (8 if trace is True else int(trace)) if trace else None
         self.traces: list[list] | None = [[] for _ in range(B)] if self.trace else None

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain, ChainRun
+from samplekit.errors import ConfigError
 from samplekit.engine import (_accepts, _model_device, _prepare, _undecodable_ids, _vocab_size, generate,
                               model_context_length, resolve_chain)
 from samplekit.processor import run_seeds
@@ -109,13 +110,13 @@ class Scheduler:
         self.default_chain = chain
         invariant = _accepts(model, "batch_invariant") if batch_invariant is None else batch_invariant
         if invariant and not _accepts(model, "batch_invariant"):
-            raise ValueError(f"batch_invariant=True, but {type(model).__name__} has no batch-invariant mode")
+            raise ConfigError(f"batch_invariant=True, but {type(model).__name__} has no batch-invariant mode")
         self.invariant = {"batch_invariant": True} if invariant else {}
         self.takes_mask = _accepts(model, "attention_mask") and _accepts(model, "position_ids")
         self.last_only = {"last_only": True} if _accepts(model, "last_only") else {}
         self.cached = use_cache is not False and _cache_joins(model)
         if use_cache and not self.cached:
-            raise ValueError("use_cache=True, but the model's cache cannot join rows (new_cache(batch, rows=) and "
+            raise ConfigError("use_cache=True, but the model's cache cannot join rows (new_cache(batch, rows=) and "
                              "cache.join)")
         self.vocab_limit = _undecodable_ids(_vocab_size(model), tokenizer, self.device)
         self._lock = threading.Lock()
@@ -148,6 +149,12 @@ class Scheduler:
         """Stop ``request``'s samples at the next step (a client that went away); no result comes."""
         with self._lock:
             self._cancelled.add(id(request))
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether the forward runs in the model's batch-invariant mode (a request's output then
+        does not depend on the batch it runs in)."""
+        return bool(self.invariant)
 
     @property
     def idle(self) -> bool:
@@ -298,7 +305,7 @@ class Scheduler:
         if bool(mask.all()):
             return _last(self.model(ids, **self.last_only, **self.invariant))
         if not self.takes_mask:
-            raise ValueError(f"{type(self.model).__name__} takes no attention_mask, so rows of different lengths "
+            raise ConfigError(f"{type(self.model).__name__} takes no attention_mask, so rows of different lengths "
                              "cannot share a batch; use max_batch=1")
         positions = (mask.long().cumsum(1) - 1).clamp_(min=0)
         return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only, **self.invariant))
