@@ -101,12 +101,14 @@ def load_json_file(path: str | os.PathLike, *, limit: int = FILE_LIMIT, what: st
 
 
 def loads_json(text: str, source: str, *, what: str = "JSON file",
-               error: type[Exception] = ConfigError) -> Any:
-    """``json.loads`` with the checks of ``load_json_file``."""
+               error: type[Exception] = ConfigError, lines: bool = True) -> Any:
+    """``json.loads`` with the checks of ``load_json_file``; ``lines=False`` for one line of a
+    JSON Lines file (the caller's ``source`` names the line: only the column is said)."""
     try:
         return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
-        raise error(f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+        at = f"line {exc.lineno}, column {exc.colno}" if lines else f"column {exc.colno}"
+        raise error(f"{source}: invalid JSON at {at}: {exc.msg}") from None
     except RecursionError:
         raise error(f"{source}: the {what} is nested too deep") from None
     except ValueError as exc:  # our hooks, an int of too many digits
