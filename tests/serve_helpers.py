@@ -1,0 +1,61 @@
+"""The server the tests/test_serve_*.py files share: ``samplekit serve`` on the demo model, in a
+subprocess on a free localhost port, with an API key; started once per test session.
+
+    def test_x(serve_server):      # the fixture (imported by each file from here)
+        client = openai_client(serve_server)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+KEY = "test-key-0123"
+_shared: dict = {}
+
+
+def needs_serve() -> None:
+    """Skip, saying why, when the serve extra or its test clients are missing."""
+    for module, extra in (("fastapi", "serve"), ("uvicorn", "serve"), ("sse_starlette", "serve"),
+                          ("openai", "serve-test"), ("httpx", "serve-test")):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: pip install 'samplekit[{extra}]'")
+
+
+@pytest.fixture
+def serve_server(request):
+    """The shared LocalServer (``.url``), started on first use, stopped when the session ends."""
+    needs_serve()
+    server = _shared.get("server")
+    if server is None or server.process.poll() is not None:
+        from samplekit.serve.local import LocalServer
+
+        server = LocalServer("--max-batch", "32", api_key=KEY).start()
+        _shared["server"] = server
+        request.config.add_cleanup(server.stop)
+    return server
+
+
+def openai_client(server, key: str = KEY, **options):
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=120, **options)
+
+
+def post(server, path: str, body, *, key: str | None = KEY, headers: dict | None = None, raw: bytes | None = None):
+    """A plain HTTP POST (httpx), for what the openai client would not send."""
+    import httpx
+
+    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}),
+            **(headers or {})}
+    if raw is not None:
+        return httpx.post(server.url + path, content=raw, headers=sent, timeout=120)
+    return httpx.post(server.url + path, json=body, headers=sent, timeout=120)
+
+
+def get(server, path: str, *, key: str | None = KEY, headers: dict | None = None):
+    import httpx
+
+    sent = {**({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+    return httpx.get(server.url + path, headers=sent, timeout=60)
