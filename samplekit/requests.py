@@ -53,14 +53,16 @@ class Request:
 @dataclass
 class Sample:
     """One sample of a request: its new tokens (an end-of-text that ended it is not included),
-    decoded text (None without a tokenizer), why it ended ("length", "eos", "stop", "time",
-    "cancelled" or a processor's reason such as "constraint") and the seed it drew from."""
+    decoded text (None without a tokenizer), why it ended ("length", "eos", "stop", "time", a
+    processor's reason such as "constraint", or "error" with ``error`` saying what its chain
+    raised) and the seed it drew from."""
 
     index: int
     tokens: list[int]
     text: str | None
     finish_reason: str
     seed: int
+    error: str | None = None
 
     @property
     def completion_tokens(self) -> int:

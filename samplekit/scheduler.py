@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain, ChainRun
-from samplekit.errors import ConfigError
+from samplekit.errors import ConfigError, SampleKitError
 from samplekit.engine import (_accepts, _model_device, _prepare, _undecodable_ids, _vocab_size, generate,
                               model_context_length, resolve_chain)
 from samplekit.processor import run_seeds
@@ -54,7 +54,8 @@ class SchedulerWarning(UserWarning):
 @dataclass
 class TokenEvent:
     """One token of one sample, as it is chosen: ``text`` is the printable text it adds (held
-    back while it might begin a stop string); the sample's last event has ``finished`` set."""
+    back while it might begin a stop string); the sample's last event has ``finished`` set and
+    ``kept``, how many new tokens the sample keeps (a stop string cuts the tokens it began in)."""
 
     request: Request
     index: int
@@ -62,6 +63,7 @@ class TokenEvent:
     text: str
     finished: str | None = None
     trace: Any = None  # the step's samplekit.trace.StepTrace, when the request asked for one
+    kept: int | None = None
 
 
 @dataclass(eq=False)
@@ -130,6 +132,7 @@ class Scheduler:
         self.cache = None
         self.hist = torch.zeros(0, 0, dtype=torch.long, device=self.device)  # [B, T] right-aligned
         self.mask = torch.zeros(0, 0, dtype=torch.bool, device=self.device)  # [B, T] False on padding
+        self._failed: dict[int, str] = {}  # id(row) -> why its chain failed at this step
         self.steps = 0
         self.busy_rows = 0  # sum over steps of active rows (slot utilisation = busy / steps / max_batch)
 
@@ -155,6 +158,11 @@ class Scheduler:
         """Whether the forward runs in the model's batch-invariant mode (a request's output then
         does not depend on the batch it runs in)."""
         return bool(self.invariant)
+
+    @property
+    def waiting(self) -> int:
+        """Samples waiting for a row."""
+        return len(self._waiting)
 
     @property
     def idle(self) -> bool:
@@ -312,11 +320,13 @@ class Scheduler:
 
     # -- selection ----------------------------------------------------------------------------------
     def _select(self, logits: torch.Tensor) -> torch.Tensor:
-        """Each chain's run selects for its own rows; ``[B]`` tokens in batch order."""
+        """Each chain's run selects for its own rows; ``[B]`` tokens in batch order. A chain that
+        raises fails its own rows only (finish reason "error"); the others go on."""
+        self._failed: dict[int, str] = {}
         groups = [g for g in self._groups.values() if g.rows]
         if len(groups) == 1:
             return self._select_group(groups[0], self.hist, self.mask, logits)
-        tokens = torch.empty(len(self.rows), dtype=torch.long, device=self.device)
+        tokens = torch.zeros(len(self.rows), dtype=torch.long, device=self.device)
         position = {id(r): i for i, r in enumerate(self.rows)}
         for group in groups:
             index = torch.tensor([position[id(r)] for r in group.rows], dtype=torch.long, device=self.device)
@@ -324,22 +334,31 @@ class Scheduler:
                                                self.mask.index_select(0, index), logits.index_select(0, index))
         return tokens
 
-    @staticmethod
-    def _select_group(group: _Group, ids: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    def _select_group(self, group: _Group, ids: torch.Tensor, mask: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         group.run.ctx.attention_mask = None if bool(mask.all()) else mask
-        return group.run.select(ids, logits)
+        try:
+            return group.run.select(ids, logits)
+        except Exception as exc:  # noqa: BLE001 - reported on each of the group's samples
+            from samplekit.messages import one_line
+
+            message = one_line(f"{type(exc).__name__}: {exc}" if not isinstance(exc, SampleKitError) else str(exc))
+            self._failed.update({id(r): message for r in group.rows})
+            group.run.ctx.finished = {}
+            return torch.zeros(len(group.rows), dtype=torch.long, device=self.device)
 
     # -- stops, finished rows ------------------------------------------------------------------------
     def _stops(self, tokens: list[int]) -> tuple[list[TokenEvent], list[RequestResult]]:
         events, done = [], []
         ended = {id(r): g.run.ctx.finished[i] for g in self._groups.values() if g.rows and g.run.ctx.finished
                  for i, r in enumerate(g.rows) if i in g.run.ctx.finished}
-        traces = {id(r): t for g in self._groups.values() if g.rows and g.trace
+        traces = {id(r): t for g in self._groups.values() if g.rows and g.trace and g.run.last_trace
                   for r, t in zip(g.rows, g.run.last_trace)}
         for i, (row, token) in enumerate(zip(self.rows, tokens)):
             request, text, reason = row.request, "", None
             row.length += 1
-            if token in self.eos_ids and request.stop_on_eos:
+            if id(row) in self._failed:
+                reason = "error"
+            elif token in self.eos_ids and request.stop_on_eos:
                 reason = "eos"
             else:
                 row.tokens.append(token)
@@ -357,7 +376,8 @@ class Scheduler:
                 if row.stream is not None:
                     text += row.stream.flush()
                 done.append(i)
-            events.append(TokenEvent(request, row.index, token, text, reason, traces.get(id(row))))
+            events.append(TokenEvent(request, row.index, token, text, reason, traces.get(id(row)),
+                                     None if reason is None else len(row.tokens)))
         results = [r for i in done if (r := self._finish(self.rows[i], events[i].finished)) is not None]
         if done:
             self._drop(done)
@@ -369,7 +389,7 @@ class Scheduler:
         samples = self._pending.get(id(row.request))
         if samples is None:  # cancelled meanwhile
             return None
-        samples[row.index] = Sample(row.index, row.tokens, text, reason, row.seed)
+        samples[row.index] = Sample(row.index, row.tokens, text, reason, row.seed, self._failed.get(id(row)))
         if any(s is None for s in samples):
             return None
         del self._pending[id(row.request)]

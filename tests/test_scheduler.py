@@ -217,3 +217,34 @@ def test_traced_requests_carry_a_trace_in_each_event_and_keep_their_tokens():
     assert results["traced"].samples[0].tokens == results["plain"].samples[0].tokens == solo(traced)[0]
     assert all(e.trace is not None and len(e.trace.stages[0].top) == 3 for e in events if e.request is traced)
     assert all(e.trace is None for e in events if e.request is plain)
+
+
+def test_a_chain_that_fails_ends_its_own_requests_with_the_error_and_the_others_go_on():
+    class Fails(Processor):
+        """Raises at the third step."""
+
+        name = "fails_at_three"
+
+        def tracks_generation(self):
+            return True
+
+        def process(self, input_ids, scores, ctx):
+            if ctx.step == 2:
+                raise RuntimeError("broken at step 2")
+            return scores
+
+    failing = Chain([Fails(), *Chain.from_names("greedy").processors])
+    scheduler = Scheduler(MODEL, tokenizer=ENC, max_batch=4)
+    ok = scheduler.submit(Request(prompt=[1, 2], id="ok", seed=1, max_new_tokens=8, chain="balanced"))
+    scheduler.submit(Request(prompt=[3], id="bad", seed=2, max_new_tokens=8, chain=failing, n=2))
+    events, results = [], {}
+    while not scheduler.idle:
+        step_events, finished = scheduler.step()
+        events += step_events
+        results.update({r.id: r for r in finished})
+    assert [s.finish_reason for s in results["bad"].samples] == ["error", "error"]
+    assert all("broken at step 2" in s.error and len(s.tokens) == 2 for s in results["bad"].samples)
+    assert results["ok"].samples[0].tokens == solo(ok)[0] and results["ok"].samples[0].error is None
+    assert scheduler.waiting == 0
+    last = [e for e in events if e.request is ok and e.finished]
+    assert last[0].kept == len(results["ok"].samples[0].tokens)
