@@ -151,6 +151,9 @@ def _take(answer: Answer, item: tuple) -> list[dict]:
     if item[0] == "error":
         raise item[1]
     _, events, results = item
+    failed = [s.error for r in results for s in r.samples if s.error is not None]
+    if failed:  # the request's chain raised: its samples ended with the error (others go on)
+        raise APIError(500, f"generation failed: {failed[0]}", code="generation_failed")
     payloads = answer.events(events)
     for result in results:
         payloads += answer.result(result)

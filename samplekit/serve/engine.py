@@ -80,7 +80,7 @@ class Engine:
     def stats(self) -> dict[str, Any]:
         s = self.scheduler
         return {"in_flight": len({id(t) for t in list(self._tickets.values())}), "active_rows": len(s.rows),
-                "waiting": len(s._waiting), "max_batch": s.max_batch, "steps": s.steps,
+                "waiting": s.waiting, "max_batch": s.max_batch, "steps": s.steps,
                 "served": self.served, "failures": self.failures}
 
     # -- from the event loop -------------------------------------------------------------------------------
