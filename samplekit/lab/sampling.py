@@ -1,9 +1,10 @@
-"""Generation for a comparison: one function in front of the engine.
+"""Generation for a comparison: one function in front of the scheduler.
 
-``sample`` is the only place the lab generates. Today it runs ``samplekit.engine.generate`` on
-batches of prompts; a continuous-batching scheduler can replace its body without the callers
-noticing. Row i is seeded ``seed + i`` (its own generator), so its text does not depend on the
-batch it runs in, and every chain sees the same prompts with the same seeds.
+``sample`` is the only place the lab generates: through ``samplekit.scheduler.Scheduler``
+(continuous batching, ``batch_size`` rows at once: a sample that ends early at end-of-text hands
+its row to the next prompt). Sample i is seeded ``seed + i`` (its own generators; the scheduler is
+batch-invariant), so its text does not depend on the batch it runs in, and every chain sees the
+same prompts with the same seeds.
 """
 
 from __future__ import annotations
@@ -26,14 +27,11 @@ class Samples:
 def sample(model, prompts: Sequence[Sequence[int]], chain: Chain, *, length: int, seed: int = 0,
            batch_size: int = 64, tokenizer=None) -> Samples:
     """Generate up to ``length`` tokens from every prompt with ``chain`` (stopping at end-of-text)."""
-    from samplekit.engine import generate
+    from samplekit.requests import Request
+    from samplekit.scheduler import Scheduler
 
-    tokens: list[list[int]] = []
     started = time.perf_counter()
-    for at in range(0, len(prompts), batch_size):
-        batch = [list(p) for p in prompts[at:at + batch_size]]
-        seeds = [seed + at + i for i in range(len(batch))]
-        results = generate(model, batch, chain=chain, max_new_tokens=length, seed=seeds,
-                           tokenizer=tokenizer)
-        tokens += [r.tokens for r in results]
-    return Samples(tokens, time.perf_counter() - started)
+    scheduler = Scheduler(model, tokenizer=tokenizer, max_batch=batch_size, chain=chain)
+    requests = [Request(prompt=list(p), id=i, seed=seed + i, max_new_tokens=length) for i, p in enumerate(prompts)]
+    done = {r.id: r.samples[0].tokens for r in scheduler.run(requests)}
+    return Samples([done[i] for i in range(len(prompts))], time.perf_counter() - started)
