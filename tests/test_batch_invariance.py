@@ -18,6 +18,11 @@ torch.manual_seed(0)
 MODEL = GPTModel(ModelConfig(vocab_size=VOCAB, context_length=160, emb_dim=64, n_heads=4, n_layers=2,
                              drop_rate=0.0)).eval().prepare_for_inference()
 
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    """Tiny models gain nothing from threads (see conftest.one_torch_thread)."""
+
+
 prompts = st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=24), min_size=2, max_size=7)
 
 
