@@ -94,7 +94,6 @@ def test_the_candidate_fast_path_is_taken_without_ties_and_left_with_them(monkey
 
 def test_chains_that_do_not_qualify_run_densely():
     for specs in ([("min_p", {"p": 0.1}), ("multinomial", {})],  # no top-k, no top-p
-                  [("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("multinomial", {})],
                   [("top_k", {"k": 5}), ("logit_bias", {"bias": {3: 1.0}}), ("multinomial", {})]):
         assert _strategy(specs) == "dense", specs
 
@@ -104,6 +103,8 @@ def test_a_top_p_finds_its_own_candidates_after_any_prefix():
     processors that run on the whole vocabulary (a penalty, a top-k that does not commute)."""
     for specs, strategy in (([("top_p", {"p": 0.9}), ("multinomial", {})], "filter-found candidates"),
                             ([("repetition_penalty", {"penalty": 1.2}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
+                              ("multinomial", {})], "top-k candidates"),  # the penalty runs densely first
+                            ([("repetition_penalty", {"penalty": 1.2}), ("top_p", {"p": 0.9}),
                               ("multinomial", {})], "filter-found candidates"),
                             ([("temperature", {"value": 0.7}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
                               ("multinomial", {})], "top-k candidates")):
@@ -127,7 +128,34 @@ def test_a_subclass_overriding_process_is_not_trusted_with_its_parents_fast_path
             return scores
 
     multinomial = Chain.from_names("multinomial").selector
-    assert Chain([Squash(), TopK(k=3), multinomial]).start(1).strategy.name == "dense"
+    untrusted = Chain([Squash(), TopK(k=3), multinomial]).start(1).strategy  # Squash runs densely, before
+    assert [p.name for p, _ in untrusted.dense] == ["squash"] and not untrusted.prefix
     assert Chain([TopK(k=3), Squash(), multinomial]).start(1).strategy.name == "dense"
     assert Chain([OddTopK(k=3), multinomial]).start(1).strategy.name == "dense"
-    assert "top-k candidates" in Chain([Temperature(value=0.5), TopK(k=3), multinomial]).start(1).strategy.name
+    from samplekit.strategies.top_k import plan
+
+    dense, prefix, _, _, _ = plan(Chain([Temperature(value=0.5), TopK(k=3), multinomial]))  # on candidates
+    assert not dense and [p.name for p, _ in prefix] == ["temperature"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([("repetition_penalty", {"penalty": 1.3}), ("presence_penalty", {"penalty": 0.8}),
+                        ("no_repeat_ngram", {"size": 2})]),
+       before_top_k, st.integers(1, 12), after_top_k, selector, st.integers(0, 2**31 - 1), st.booleans())
+def test_processors_that_do_not_commute_run_densely_before_the_candidates(dense, before, k, after, select, seed, ties):
+    """A penalty before the temperature and top-k: the top-k strategy runs it on the whole
+    vocabulary, then samples among the candidates, and draws the dense path's tokens (ties at the
+    k-th place included, finished densely from the penalty's output)."""
+    specs = [dense, *before, ("top_k", {"k": k}), *after, select]
+    fast, slow = _chain(specs, True), _chain(specs, False)
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, 40, (3, 6), generator=generator)
+    run_fast, run_slow = fast.start(3, seeds=[1, 2, 3]), slow.start(3, seeds=[1, 2, 3])
+    assert run_fast.strategy.name == "top-k candidates" and run_fast.strategy.dense
+    for _ in range(4):
+        scores = torch.randn(3, 40, generator=generator) * 2
+        if ties:
+            scores = scores.round()
+        a, b = run_fast.select(ids, scores), run_slow.select(ids, scores)
+        assert torch.equal(a, b)
+        ids = torch.cat([ids, a[:, None]], dim=1)

@@ -2,8 +2,10 @@
 
 When a chain holds a top-k (a processor with ``keeps_top(vocab_size) -> k | None``), each step:
 
-1. ``topk(k + 1)`` of the raw scores: the only full-vocabulary operation;
-2. the processors before the top-k, on those k + 1 values: each promises
+0. the processors before the top-k that do not commute with it (a penalty, say) run on the
+   whole vocabulary, as densely;
+1. ``topk(k + 1)`` of those scores: the one full-vocabulary operation the sampling needs;
+2. the processors between them and the top-k, on those k + 1 values: each promises
    ``commutes_with_top_k`` (a non-decreasing map of each logit that reads nothing but the logit
    and its row's maximum, e.g. temperature), so the top k + 1 are the same tokens either way;
 3. one read of each row's maximum, k-th and (k+1)-th values: a row that is all -inf, NaN or
@@ -30,14 +32,17 @@ _INF = float("inf")
 class TopKCandidates(StepStrategy):
     name = "top-k candidates"
 
-    def __init__(self, prefix: Pairs, producer, suffix: Pairs):
-        self.prefix, self.producer, self.suffix = prefix, producer, suffix
+    def __init__(self, dense: Pairs, prefix: Pairs, producer, suffix: Pairs, index: int):
+        self.dense, self.prefix, self.producer, self.suffix = dense, prefix, producer, suffix
+        self.index = index  # the producer's place in the chain
         self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
 
     def select(self, run, input_ids, scores):
         k = self.producer.keeps_top(scores.shape[-1])
         if k is None or k + 1 > scores.shape[-1]:
             return None
+        if self.dense:
+            scores = run.apply(self.dense, input_ids, scores)
         values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first (NaN first of all)
         values = run.apply(self.prefix, input_ids, values)
         columns = self._columns.get(k)
@@ -46,6 +51,9 @@ class TopKCandidates(StepStrategy):
         picked = values.index_select(-1, columns).tolist()  # each row's maximum, k-th, (k+1)-th
         check_picked(picked)
         if any(kth == nxt and kth != _NEG_INF for _, kth, nxt in picked):
+            if self.dense:  # the dense processors have run: finish this step densely from there
+                scores = run.apply([*self.prefix, (self.producer, self.index), *self.suffix], input_ids, scores)
+                return run.chain.selector.select(input_ids, scores, run.selector_context())
             return None  # a tie across the k-th place: the dense top-k keeps it
         indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
         return select_among(run, input_ids, values.gather(-1, order), indices, self.suffix, checked=True)
@@ -61,19 +69,24 @@ def check_picked(picked: list[list[float]]) -> None:
         raise EmptyRowError(empty)
 
 
-def plan(chain) -> tuple[Pairs, object, Pairs] | None:
-    """(prefix, producer, suffix) when ``chain`` can run on top-k candidates, else None: the
-    first processor that ``keeps_top`` whose prefix commutes with it and whose suffix runs on
-    candidates, before a selector that ``select_candidates``."""
+def plan(chain) -> tuple[Pairs, Pairs, object, Pairs, int] | None:
+    """(dense, prefix, producer, suffix, producer's index) when ``chain`` can run on top-k
+    candidates, else None: the first processor that ``keeps_top`` whose suffix runs on
+    candidates, before a selector that ``select_candidates``; ``prefix`` is the run of
+    processors just before it that commute with it, ``dense`` whatever comes before those."""
     if chain.selector is None or not selects_candidates(chain):
         return None
     logits = chain.indexed_logits
-    for at, (producer, _) in enumerate(logits):
+    for at, (producer, index) in enumerate(logits):
         if promised(producer, "keeps_top") is None:
             continue
-        prefix, suffix = logits[:at], logits[at + 1:]
-        if all(promised(p, "commutes_with_top_k") for p, _ in prefix) and all(runs_on_candidates(p) for p, _ in suffix):
-            return prefix, producer, suffix
+        suffix = logits[at + 1:]
+        if not all(runs_on_candidates(p) for p, _ in suffix):
+            continue
+        start = at
+        while start and promised(logits[start - 1][0], "commutes_with_top_k"):
+            start -= 1
+        return logits[:start], logits[start:at], producer, suffix, index
     return None
 
 

@@ -181,8 +181,8 @@ def temperature_of(chain) -> float | None:
     found = plan(chain)
     if found is None:
         return None
-    prefix, producer, suffix = found
-    if type(producer) is not TopK or suffix or type(chain.selector) is not Multinomial or len(prefix) > 1:
+    dense, prefix, producer, suffix, _ = found
+    if dense or type(producer) is not TopK or suffix or type(chain.selector) is not Multinomial or len(prefix) > 1:
         return None
     if not prefix:
         return 1.0
