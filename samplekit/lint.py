@@ -26,6 +26,8 @@ PROBABILITY_CUTS = ("top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff
 TEMPERATURES = ("temperature", "dynamic_temperature")
 # Well-known penalties (they read the history and reshape logits; meant to run before filters).
 PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty", "dry", "penalties")
+# Structured-output constraints (samplekit-grammar): filters that must see every token the model offers.
+CONSTRAINTS = ("json_schema", "regex", "grammar")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ def lint_chain(chain: Any, *, vocab_size: int | None = None) -> list[LintWarning
     found += _under_greedy_selector(processors, labels)
     found += _order(processors, labels)
     found += _duplicates(processors, labels)
+    found += _constraint_after_truncation(processors, labels)
     # One warning per place and finding ("has no effect" found by two rules counts once), in
     # chain order.
     seen, out = set(), []
@@ -255,3 +258,17 @@ def _duplicates(processors, labels) -> list[LintWarning]:
         else:
             first[key] = i
     return out
+
+
+def _constraint_after_truncation(processors, labels) -> list[LintWarning]:
+    """A constraint after a truncation filter: the filter keeps its survivors without asking the
+    constraint, and a step where the constraint allows none of them fails (every logit -inf)."""
+    first = next((i for i, p in enumerate(processors) if _is_truncation(p)), None)
+    if first is None:
+        return []
+    return [LintWarning(
+        labels[i],
+        f"the constraint runs after the filter {labels[first]}: the filter chose its survivors without it, "
+        "and a step where it allows none of them fails with every logit -inf",
+        f"move {p.name} before {processors[first].name} (a constraint is meant to act first)")
+        for i, p in enumerate(processors[first + 1:], first + 1) if p.name in CONSTRAINTS]

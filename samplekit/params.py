@@ -155,6 +155,9 @@ def _convert(p: Param, value: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise TypeError
+    if kind == "json":  # any JSON value, true and false included (a JSON Schema may be either)
+        _check_json(value, [0], 0)
+        return value
     if isinstance(value, bool):  # bool is an int in Python; never accept it as a number
         raise TypeError
     if kind == "int":
@@ -198,9 +201,6 @@ def _convert(p: Param, value: Any) -> Any:
             except _Refused as why:
                 raise _Refused(f"key {short_repr(k)}: {why}") from None
         return out
-    if kind == "json":
-        _check_json(value, [0], 0)
-        return value
     raise TypeError
 
 

@@ -27,7 +27,7 @@ EXAMPLE_PARAMS = {
     "banned_tokens": {"tokens": [1, 2]},
     "min_new_tokens": {"n": 2, "eos_token_ids": [0]},
 }
-SKIP = {"banned_strings"}  # needs a tokenizer; covered on the CPU
+SKIP = {"banned_strings", "json_schema", "regex", "grammar"}  # need a tokenizer; covered on the CPU
 
 
 def logits_processors():

@@ -1,0 +1,31 @@
+"""`samplekit bench --constrained` runs (a smoke test: benchmarks are never timed in tests)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from samplekit.bench import BENCH_SCHEMA, run_constrained_bench
+from samplekit.cli import app
+
+
+def test_the_constrained_bench_pairs_both_chains_on_the_demo_model():
+    report = run_constrained_bench("demo", batch_sizes=(1, 2), prompt_tokens=4, new_tokens=6, repeats=1)
+    assert [row["batch_size"] for row in report["batches"]] == [1, 2]
+    for row in report["batches"]:
+        assert row["constrained"]["steps"] == row["unconstrained"]["steps"] == 6  # the schema never completes
+        assert row["complete_rows"] == 0 and row["ratio"] > 0
+    assert BENCH_SCHEMA["minItems"] * 2 > 6
+
+
+def test_the_command_line_prints_the_report_as_json_and_refuses_a_bad_schema(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["bench", "--constrained", "-b", "1", "-n", "3", "--repeats", "1",
+                                 "--prompt-tokens", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["batches"][0]["constrained"]["steps"] == 3
+    schema = tmp_path / "bad.json"
+    schema.write_text('{"type": "nope"}')
+    bad = runner.invoke(app, ["bench", "--schema", str(schema), "-n", "2", "--repeats", "1"])
+    assert bad.exit_code == 2 and "Invalid type: nope" in bad.output

@@ -1,0 +1,34 @@
+"""The conformance kit on the three processors, with the demo model's tokenizer (4096 tokens):
+shapes, dtypes, no NaN, rows independent, state per generation, rows joining and leaving,
+is_filter. The kit feeds accept() whatever argmax picks, including tokens the constraint forbids
+(a row whose allowed tokens are all -inf in the kit's logits): the processors must not crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from samplekit.testing import check_processor
+from samplekit_grammar import Grammar, JsonSchema, Regex
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 8},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 99}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("cls, params", [
+    (JsonSchema, {"schema": PERSON}),
+    (JsonSchema, {"schema": {"type": "array", "items": {"enum": ["a", "b"]}}, "whitespace": "flexible"}),
+    (Regex, {"pattern": r"[a-z]+( [a-z]+)?"}),
+    (Grammar, {"lark": 'start: "yes" | "no" | "maybe " NUMBER\nNUMBER: /[0-9]+/'}),
+    (Grammar, {"gbnf": 'root ::= "(" [a-c]* ")"'}),
+], ids=["json_schema", "json_schema-flexible", "regex", "lark", "gbnf"])
+def test_conforms_with_the_demo_tokenizer(cls, params, demo_tokenizer):
+    eot = demo_tokenizer.eot_token
+    check_processor(cls, params=params, tokenizer=demo_tokenizer, eos_token_ids=(eot,),
+                    vocab=demo_tokenizer.n_vocab, examples=12, steps=4)
+
+
+def test_conforms_without_end_of_text_ids(demo_tokenizer):
+    """With no end-of-text ids in the run, the tokenizer's <|endoftext|> is never allowed."""
+    check_processor(Regex, params={"pattern": "[0-9]{1,3}"}, tokenizer=demo_tokenizer, eos_token_ids=(),
+                    vocab=demo_tokenizer.n_vocab, examples=8, steps=4)
