@@ -17,7 +17,8 @@ so a machine that slows down for a while slows both sides of a ratio; their medi
   context every token (top-k 50, temperature 0.8, softmax, torch.multinomial);
 - ``hf`` / ``hf_bare`` (``compare`` has "hf", transformers importable): Hugging Face
   ``generate`` (do_sample, temperature 0.8, top-k 50) on a GPT2LMHeadModel holding the same
-  weights, and its own bare cached greedy loop.
+  weights (for a Hugging Face model, ``samplekit.hf.HFModel``: on that very transformers model),
+  and its own bare cached greedy loop.
 
 Besides, the chain alone (temperature 0.8, top-k 50, top-p 0.95, multinomial) against Hugging
 Face's LogitsProcessorList (the same warpers) + softmax + torch.multinomial on random logits
@@ -45,6 +46,8 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain
+from samplekit.hf.export import to_hf_gpt2  # noqa: F401 - here before samplekit.hf existed
+from samplekit.hf.model import HFModel
 from samplekit.model.gpt import GPTModel, ModelConfig
 
 SHAPES: dict[str, dict[str, Any]] = {
@@ -60,7 +63,7 @@ def load_bench_model(spec: str | GPTModel | None, device: str | torch.device = "
                      seed: int = 0) -> tuple[GPTModel, str]:
     """A model and its name: a GPTModel, a shape name (random weights), "demo" or a checkpoint."""
     if isinstance(spec, torch.nn.Module):
-        return spec.to(device).eval(), type(spec).__name__
+        return spec.to(device).eval(), getattr(spec, "source", None) or type(spec).__name__
     spec = spec or "demo"
     if spec in SHAPES:
         torch.manual_seed(seed)
@@ -70,42 +73,6 @@ def load_bench_model(spec: str | GPTModel | None, device: str | torch.device = "
 
     model, info = load_checkpoint(spec, device)
     return model.eval(), str(spec)
-
-
-def to_hf_gpt2(model: GPTModel):
-    """A transformers GPT2LMHeadModel holding ``model``'s weights (zero q/k/v bias when it has none)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    cfg = model.config
-    hf_cfg = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
-                        n_layer=cfg.n_layers, n_head=cfg.n_heads, activation_function="gelu_new",
-                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=cfg.layer_norm_eps,
-                        tie_word_embeddings=False, bos_token_id=None, eos_token_id=None, pad_token_id=None)
-    hf = GPT2LMHeadModel(hf_cfg)
-    E = cfg.emb_dim
-    state = {"transformer.wte.weight": model.tok_emb.weight, "transformer.wpe.weight": model.pos_emb.weight,
-             "transformer.ln_f.weight": model.final_norm.scale, "transformer.ln_f.bias": model.final_norm.shift,
-             "lm_head.weight": model.out_head.weight}
-    for i, block in enumerate(model.trf_blocks):
-        h, att = f"transformer.h.{i}.", block.att
-        qkv_w = torch.cat([att.W_query.weight, att.W_key.weight, att.W_value.weight])  # [3E, E]
-        biases = [att.W_query.bias, att.W_key.bias, att.W_value.bias]
-        qkv_b = torch.zeros(3 * E) if biases[0] is None else torch.cat(biases)
-        state.update({
-            h + "ln_1.weight": block.norm1.scale, h + "ln_1.bias": block.norm1.shift,
-            h + "ln_2.weight": block.norm2.scale, h + "ln_2.bias": block.norm2.shift,
-            h + "attn.c_attn.weight": qkv_w.t(), h + "attn.c_attn.bias": qkv_b,
-            h + "attn.c_proj.weight": att.out_proj.weight.t(), h + "attn.c_proj.bias": att.out_proj.bias,
-            h + "mlp.c_fc.weight": block.ff.layers[0].weight.t(), h + "mlp.c_fc.bias": block.ff.layers[0].bias,
-            h + "mlp.c_proj.weight": block.ff.layers[2].weight.t(), h + "mlp.c_proj.bias": block.ff.layers[2].bias,
-        })
-    device = model.out_head.weight.device
-    missing, unexpected = hf.load_state_dict({k: v.detach().clone().contiguous() for k, v in state.items()},
-                                             strict=False)
-    missing = [k for k in missing if not k.endswith((".attn.bias", ".attn.masked_bias"))]
-    if missing or unexpected:
-        raise RuntimeError(f"weight mapping to GPT2LMHeadModel failed: missing {missing}, unexpected {unexpected}")
-    return hf.to(device).eval()
 
 
 # -- the variants: each runs once and returns its seconds -------------------------------------------------
@@ -282,20 +249,22 @@ def run_bench(model: str | GPTModel | None = None, config: Any = None, *, batch_
     dev = torch.device(device)
     net, name = load_bench_model(model, dev, seed)
     chain = engine.resolve_chain(config)
-    ctx = net.config.context_length
+    ctx = engine.model_context_length(net) or prompt_tokens + new_tokens
     if prompt_tokens + new_tokens > ctx:
         raise ValueError(f"prompt_tokens + new_tokens = {prompt_tokens + new_tokens} exceeds the model's "
                          f"context_length {ctx}: the bare cached loop could not run")
     has_hf = importlib.util.find_spec("transformers") is not None
     hf = None
     if "hf" in compare and has_hf:
-        say("converting the weights to GPT2LMHeadModel")
-        hf = to_hf_gpt2(net)
+        say("converting the weights to GPT2LMHeadModel" if not isinstance(net, HFModel) else
+            "Hugging Face generate runs on the same transformers model")
+        hf = net.model if isinstance(net, HFModel) else to_hf_gpt2(net)
     engine._prepare(net)  # fuse q/k/v once, outside every timing
     vocab = net.config.vocab_size
     top_k = chain_top_k(chain, vocab)
     report: dict[str, Any] = {
-        "model": name, "config": {k: v for k, v in net.config.to_dict().items() if k != "drop_rate"},
+        "model": name, "config": net.summary() if isinstance(net, HFModel) else
+        {k: v for k, v in net.config.to_dict().items() if k != "drop_rate"},
         "parameters": net.num_parameters(), "chain": [str(p) for p in chain.processors],
         "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__,
         "transformers": _version("transformers") if has_hf else None, "cpu": platform.processor() or platform.machine(),
@@ -471,3 +440,131 @@ def print_report(report: dict[str, Any], console=None) -> None:
         if "hf_ms" in hfp:
             line += f", HF LogitsProcessorList + softmax + multinomial {hfp['hf_ms']:.2f} ms: ratio {hfp['ratio']:.3f}"
         console.print(line)
+
+
+# -- constrained decoding: a JSON schema in the chain (the samplekit-grammar plugin) ---------------------------
+
+# An array of at least 64 records, each with a free-text field: a run of 128 new tokens can never
+# complete it, so every step of the constrained run is a constrained step, and it mixes the two
+# kinds llguidance computes: structure (a few tokens allowed) and free text (nearly all allowed).
+BENCH_SCHEMA = {
+    "type": "array", "minItems": 64,
+    "items": {"type": "object", "required": ["id", "kind", "text"], "additionalProperties": False,
+              "properties": {"id": {"type": "integer", "minimum": 0, "maximum": 100000},
+                             "kind": {"enum": ["note", "quote", "question"]},
+                             "text": {"type": "string"}}},
+}
+
+
+def bench_tokenizer(spec: Any):
+    """The tokenizer a benchmark model decodes with: the demo model's for "demo" and the "tiny"
+    shape (its vocabulary), GPT-2's tiktoken encoding for "gpt2-small" (TIKTOKEN_CACHE_DIR offline),
+    a checkpoint's own, or a model's ``tokenizer`` attribute."""
+    from samplekit.model.tokenizer import load_tokenizer, tokenizer_for_checkpoint
+
+    if isinstance(spec, torch.nn.Module):
+        tokenizer = getattr(spec, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(f"{type(spec).__name__} has no tokenizer: a constrained run needs one")
+        return tokenizer
+    if spec == "gpt2-small":
+        return load_tokenizer("gpt2")
+    from samplekit.model.checkpoint import load_checkpoint
+
+    _, info = load_checkpoint("demo" if spec in (None, "tiny") else spec, "cpu")
+    return tokenizer_for_checkpoint(info)
+
+
+def run_constrained_bench(model: Any = None, config: Any = None, *, schema: Any = None, tokenizer: Any = None,
+                          batch_sizes: Sequence[int] = (1, 8), prompt_tokens: int = 32, new_tokens: int = 128,
+                          repeats: int = 3, device: str = "cpu", seed: int = 0,
+                          progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Per-token time of the chain with a ``json_schema`` processor first (``schema``, default
+    BENCH_SCHEMA) against the same chain unconstrained, interleaved in one process; the ratio is
+    the median of each repeat's pair (also of CPU time, ``cpu_ratio``: steadier on a busy
+    machine, exact with one torch thread). Both runs decode text (the constraint needs the tokenizer)
+    and never stop early on end-of-text; ``complete_rows`` counts constrained rows that finished
+    before ``new_tokens`` (their steps are then fewer: ms/token divides by the steps run)."""
+    from samplekit import engine
+    from samplekit.plugins import get_registry
+
+    if repeats < 1 or new_tokens < 1 or prompt_tokens < 1 or not batch_sizes:
+        raise ValueError("repeats, new_tokens, prompt_tokens must be >= 1 and batch_sizes non-empty")
+    registry = get_registry()
+    if "json_schema" not in registry.names():
+        raise ValueError("the constrained run needs the json_schema processor: pip install samplekit-grammar")
+    say = progress or (lambda message: None)
+    dev = torch.device(device)
+    net, name = load_bench_model(model, dev, seed)
+    tokenizer = tokenizer if tokenizer is not None else bench_tokenizer(model)
+    chain = engine.resolve_chain(config)
+    constraint = registry.create("json_schema", {"schema": BENCH_SCHEMA if schema is None else schema})
+    constrained = Chain([constraint, *chain.processors], checked=chain.checked, source=chain.source)
+    engine._prepare(net)
+    vocab = net.config.vocab_size
+    report: dict[str, Any] = {
+        "model": name, "tokenizer": getattr(tokenizer, "name", type(tokenizer).__name__),
+        "chain": [str(p) for p in chain.processors], "schema": "default" if schema is None else "given",
+        "device": str(dev), "threads": torch.get_num_threads(), "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens, "repeats": repeats, "batches": [],
+    }
+    gen = torch.Generator().manual_seed(seed)
+    for B in batch_sizes:
+        prompts = torch.randint(0, min(vocab, getattr(tokenizer, "n_vocab", vocab)) - 1, (B, prompt_tokens),
+                                generator=gen).to(dev)
+        seeds = [seed + i for i in range(B)]
+        steps: dict[str, int] = {}
+
+        def decode(key: str, with_chain: Chain):
+            results = engine.generate(net, prompts, chain=with_chain, max_new_tokens=new_tokens, seed=seeds,
+                                      tokenizer=tokenizer, stop_on_eos=False)
+            steps[key] = max(len(r.tokens) for r in results)
+            return results
+
+        variants = {"unconstrained": lambda: decode("unconstrained", chain),
+                    "constrained": lambda: decode("constrained", constrained)}
+        say(f"batch {B}: warm-up")
+        complete = sum(r.finish_reason == "constraint" for r in variants["constrained"]())
+        variants["unconstrained"]()
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        per_token: dict[str, list[float]] = {k: [] for k in variants}
+        cpu_per_token: dict[str, list[float]] = {k: [] for k in variants}
+        for r in range(repeats):
+            say(f"batch {B}: repeat {r + 1}/{repeats}")
+            for key, fn in variants.items():
+                cpu = time.process_time()
+                t = _timed(fn, dev)
+                times[key].append(t)
+                per_token[key].append(t / max(steps[key], 1))
+                cpu_per_token[key].append((time.process_time() - cpu) / max(steps[key], 1))
+        row: dict[str, Any] = {"batch_size": B, "complete_rows": complete}
+        for key in variants:
+            row[key] = {"ms_per_token": 1000 * statistics.median(per_token[key]),
+                        "cpu_ms_per_token": 1000 * statistics.median(cpu_per_token[key]),
+                        "steps": steps[key], "all_seconds": times[key]}
+        row["ratio"] = _paired(per_token["constrained"], per_token["unconstrained"])
+        # CPU time of the whole process (every thread): steadier than wall time on a shared machine
+        row["cpu_ratio"] = _paired(cpu_per_token["constrained"], cpu_per_token["unconstrained"])
+        report["batches"].append(row)
+    return report
+
+
+def print_constrained_report(report: dict[str, Any], console=None) -> None:
+    """``run_constrained_bench``'s dict as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    console.print(f"[bold]{report['model']}[/bold], tokenizer {report['tokenizer']}; {report['device']}, "
+                  f"{report['threads']} torch threads; {report['prompt_tokens']} prompt + {report['new_tokens']} new "
+                  f"tokens, median of {report['repeats']} interleaved repeats")
+    console.print("chain: " + " -> ".join(report["chain"]) + f"; constrained: json_schema ({report['schema']} "
+                  "schema) first")
+    table = Table(title="constrained decoding (ms per decoding step of the whole batch)")
+    for column in ("batch", "unconstrained", "constrained", "ratio", "CPU-time ratio", "complete rows"):
+        table.add_column(column, justify="right")
+    for row in report["batches"]:
+        table.add_row(str(row["batch_size"]), f"{row['unconstrained']['ms_per_token']:.3f}",
+                      f"{row['constrained']['ms_per_token']:.3f}", f"{row['ratio']:.3f}x", f"{row['cpu_ratio']:.3f}x",
+                      f"{row['complete_rows']}/{row['batch_size']}")
+    console.print(table)

@@ -50,6 +50,7 @@ app.add_typer(config.app, name="config")
 app.command("compare")(importlib.import_module("samplekit.cli.compare").compare)
 app.command("record")(importlib.import_module("samplekit.cli.record").record)
 app.command("explain")(importlib.import_module("samplekit.cli.explain").explain)
+app.command("export")(importlib.import_module("samplekit.cli.export").export)
 app.command("run")(importlib.import_module("samplekit.cli.run").run)
 app.command("serve")(importlib.import_module("samplekit.cli.serve").serve)
 

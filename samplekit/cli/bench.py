@@ -50,7 +50,12 @@ def _duration(seconds: float) -> str:
 
 def bench(
     model: Annotated[str, typer.Option(
-        "--model", "--checkpoint", "-c", help="A checkpoint, a Hugging Face GPT-2 folder, or 'demo'.")] = "demo",
+        "--checkpoint", "-c", help="A checkpoint, a Hugging Face GPT-2 folder (as GPTModel), or 'demo'.")] = "demo",
+    hf_model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder, run through transformers "
+        "(--compare hf: its generate on the same model); a value that is no such folder acts as --checkpoint.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
     shape: Annotated[Optional[str], typer.Option(
         help="Random weights of this shape instead of --model: gpt2-small or tiny.")] = None,
     config: Annotated[Optional[str], typer.Option(
@@ -65,6 +70,11 @@ def bench(
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     seed: Annotated[int, typer.Option(help="Seed of the random weights, prompts and sampling.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
+    constrained: Annotated[bool, typer.Option(
+        "--constrained", help="Time the chain with a json_schema processor first against the same chain "
+        "unconstrained (needs samplekit-grammar).")] = False,
+    schema: Annotated[Optional[str], typer.Option(
+        help="With --constrained: a JSON schema file (default: an array of 64+ records with free text).")] = None,
 ) -> None:
     """Measure generation speed (a benchmark: numbers vary with the machine and its load)."""
     from samplekit.bench import SHAPES, print_report, run_bench
@@ -75,14 +85,22 @@ def bench(
     bad = [b for b in sizes if not 1 <= b <= MAX_BATCH]
     if bad:
         raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
-    for line in preview(shape, model, sizes, new_tokens, repeats, tuple(compare or ())):
+    if constrained or schema is not None:
+        if hf_model is not None or compare:
+            raise fail("--constrained runs on --checkpoint or --shape models, without --compare")
+        return _constrained(shape or model, config, schema, sizes, prompt_tokens, new_tokens, repeats, device, seed,
+                            as_json)
+    from samplekit.hf.cli import bench_target  # transformers only for a --model folder
+
+    target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
+    for line in preview(shape, hf_model or model, sizes, new_tokens, repeats, tuple(compare or ())):
         typer.echo(line, err=True)
     progress = None
     if not as_json:
         def progress(message: str) -> None:
             typer.echo(f"... {message}", err=True)
     try:
-        report = run_bench(shape or model, config, batch_sizes=sizes,
+        report = run_bench(target, config, batch_sizes=sizes,
                            prompt_tokens=prompt_tokens, new_tokens=new_tokens, compare=tuple(compare or ()),
                            repeats=repeats, device=device, seed=seed, progress=progress)
     except ValueError as exc:
@@ -91,3 +109,24 @@ def bench(
         typer.echo(json.dumps(report, indent=2))
     else:
         print_report(report)
+
+
+def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repeats, device, seed, as_json) -> None:
+    """``bench --constrained``: samplekit.bench.run_constrained_bench, printed."""
+    from samplekit.bench import print_constrained_report, run_constrained_bench
+    from samplekit.safe_io import load_json_file
+
+    value = load_json_file(schema, what="JSON schema file") if schema is not None else None
+    typer.echo(f"bench: constrained vs unconstrained, {len(sizes)} batch size(s) x {1 + repeats} runs of "
+               f"{new_tokens} steps each", err=True)
+    progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
+    try:
+        report = run_constrained_bench(target, config, schema=value, batch_sizes=sizes, prompt_tokens=prompt_tokens,
+                                       new_tokens=new_tokens, repeats=repeats, device=device, seed=seed,
+                                       progress=progress)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_constrained_report(report)

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from samplekit import yaml_io
 from samplekit.cli.inputs import read_prompt, unescape
 from samplekit.errors import ConfigError
-from samplekit.messages import short_repr
+from samplekit.model.tokenizer import encode_prompt
+from samplekit.overrides import apply_sets, build_config, parse_set  # noqa: F401 - the CLI's, and re-exported
 
 PROMPT_HELP = "The prompt (or use --prompt / --prompt-file); - reads it from standard input."
 MAX_SAMPLES = 1024  # --num-samples at most
@@ -33,6 +33,11 @@ def generate(
         "--prompt-file", metavar="PATH", help="Read the prompt from this UTF-8 file (at most 1 MiB).")] = None,
     checkpoint: Annotated[str, typer.Option(
         "--checkpoint", "-c", help="A .pt checkpoint, a Hugging Face GPT-2 folder, or 'demo'.")] = "demo",
+    model_folder: Annotated[Optional[str], typer.Option(
+        "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder, run through transformers "
+        "with its own tokenizer (--tokenizer: another tokenizer folder).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
     config: Annotated[Optional[str], typer.Option(
         "--config", help="A YAML chain config, or a preset name (see `samplekit config presets`). "
                          "Default: temperature 0.8, top_k 50, multinomial.")] = None,
@@ -73,8 +78,14 @@ def generate(
     from samplekit.model.tokenizer import tokenizer_for_checkpoint
 
     target = resolve_device(device)
-    model, info = load_checkpoint(checkpoint, target)
-    enc = tokenizer_for_checkpoint(info, tokenizer)
+    if model_folder is not None:  # transformers, only on this path
+        from samplekit.hf.cli import load_for_generate
+
+        model, enc, info = load_for_generate(model_folder, target, checkpoint=checkpoint, tokenizer=tokenizer,
+                                             trust_remote_code=trust_remote_code)
+    else:
+        model, info = load_checkpoint(checkpoint, target)
+        enc = tokenizer_for_checkpoint(info, tokenizer)
     if config or set_:  # the built-in default chain plus flags is ours: no lint noise for it
         for warning in lint_chain(chain, vocab_size=info.config.vocab_size):
             typer.echo(f"warning: {warning}", err=True)
@@ -86,7 +97,7 @@ def generate(
         chain=chain, max_new_tokens=run["max_new_tokens"], seed=run["seed"], stop=tuple(run["stop"]),
         stop_on_eos=run["stop_on_eos"], max_time=run["max_time"], tokenizer=enc,
     )
-    ids = encode_prompt(enc, text)
+    ids = encode_prompt(enc, text, getattr(info.config, "vocab_size", None))
     warn_past_context(len(ids), run["max_new_tokens"], getattr(info.config, "context_length", None))
     prompts = [ids] * num_samples
     if as_json:
@@ -140,62 +151,6 @@ def json_lines(rows: list[Any]) -> str:
     if not rows:
         return "[]"
     return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows) + "\n]"
-
-
-def build_config(config: str | None, *, temperature: float | None = None, top_k: int | None = None,
-                 length: int | None = None, seed: int | None = None, stop: list[str] | None = None,
-                 sets: list[str] = ()):
-    """The validated ChainConfig: defaults < config file < sampling flags < ``--set``."""
-    from samplekit.config import default_config, load_config
-
-    cfg = load_config(config) if config else default_config()
-    if temperature is not None:
-        cfg.set_or_insert("temperature", "value", temperature, origin="--temperature")
-    if top_k is not None:
-        cfg.set_or_insert("top_k", "k", top_k, after=("temperature",), origin="--top-k-tokens")
-    if length is not None:
-        cfg.set_value("max_new_tokens", length, origin="--length")
-    if seed is not None:
-        cfg.set_value("seed", seed, origin="--seed")
-    if stop:
-        cfg.set_value("stop", list(stop), origin="--stop")
-    apply_sets(cfg, sets)
-    return cfg
-
-
-def apply_sets(cfg, sets: list[str]) -> None:
-    """Apply ``--set PROC.PARAM=VALUE`` overrides in order (VALUE parsed as YAML)."""
-    for item in sets:
-        path, value = parse_set(item)
-        cfg.set_value(path, value, origin="--set")
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """``"top_k.k=20"`` -> ``("top_k.k", 20)``; a malformed item is a ConfigError. VALUE is YAML,
-    read with the config files' safe, bounded loader."""
-    path, eq, raw = item.partition("=")
-    path = path.strip()
-    if (not eq or not path or len(path) > 130 or path.count(".") > 1
-            or any(not part.isidentifier() for part in path.split("."))):
-        raise ConfigError(f"--set {short_repr(item)}: expected PROCESSOR.PARAM=VALUE (e.g. top_k.k=20) "
-                          "or RUN_SETTING=VALUE (e.g. max_new_tokens=50)")
-    value = yaml_io.loads(raw, f"--set {path}: the value {short_repr(raw)}", lines=False) if raw.strip() else None
-    return path, value
-
-
-def encode_prompt(enc, text: str) -> list[int]:
-    """The prompt's token ids; special tokens such as ``<|endoftext|>`` may be written literally,
-    and an empty prompt starts from ``<|endoftext|>`` (unconditional generation)."""
-    from samplekit.model.tokenizer import end_of_text_id
-
-    ids = enc.encode(text, allowed_special=enc.special_tokens_set)
-    if not ids:
-        eot = end_of_text_id(enc)
-        if eot is None:
-            raise ConfigError("the prompt is empty and the tokenizer has no <|endoftext|> to start from; "
-                              "pass a prompt")
-        ids = [eot]
-    return ids
 
 
 def _result_text(result: Any) -> str:

@@ -15,9 +15,20 @@ def info(
     checkpoint: Annotated[str, typer.Argument(metavar="demo|PATH",
                                               help="A .pt checkpoint, a Hugging Face GPT-2 folder, or demo.")] = "demo",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    model_folder: Annotated[str | None, typer.Option(
+        "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder (read through transformers).")] = None,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
 ) -> None:
     """Show a checkpoint's model config, size, epoch, losses, tokenizer and metadata."""
     from samplekit.model.checkpoint import load_checkpoint
+
+    if model_folder is not None:  # transformers, only on this path
+        from samplekit.hf.info import describe, lines
+
+        described = describe(model_folder, trust_remote_code=trust_remote_code)
+        typer.echo(json.dumps(described, indent=2) if as_json else "\n".join(lines(described)))
+        return
 
     _, meta = load_checkpoint(checkpoint, "cpu")
     data = {
