@@ -10,7 +10,9 @@ never says which token it chose, nor when a new generation starts. ``LogitsAdapt
 DRY and random processors keep their per-row state and streams. Each call after the first, the
 last column of ``input_ids`` is the token the loop chose at the step before: it is passed to the
 processors' ``accept``. A call whose ``input_ids`` is not the previous one plus one column (a new
-prompt, another batch size) starts a new run; ``reset()`` forces one.
+prompt, another batch size) starts a new run; ``reset()`` forces one. Without ``seed``, random
+processors draw from torch's global generator only when they need numbers, as transformers' own
+do (so adding a deterministic processor leaves ``generate``'s sampling unchanged).
 
 What it cannot know: the loop's padding (transformers left-pads with its pad token and passes no
 attention mask to processors, so processors that read the history see the pad tokens, as
@@ -46,10 +48,12 @@ class LogitsAdapter:
         if self.run is not None and self._shape == (b, t - 1):
             self.run.accept(input_ids[:, -1])  # the token the loop chose after the last call
         else:
-            seeds = None if self.seed is None else \
-                [self.seed + i for i in range(b)] if isinstance(self.seed, int) else list(self.seed)
-            self.run = self.chain.start(b, seeds=seeds, prompt_lengths=torch.full((b,), t, dtype=torch.long),
-                                        tokenizer=self.tokenizer, eos_token_ids=self.eos_token_ids)
+            if self.seed is None:  # like transformers' own processors: torch's global stream, as needed
+                random = {"generator": torch.default_generator}
+            else:
+                random = {"seeds": [self.seed + i for i in range(b)] if isinstance(self.seed, int) else list(self.seed)}
+            self.run = self.chain.start(b, prompt_lengths=torch.full((b,), t, dtype=torch.long),
+                                        tokenizer=self.tokenizer, eos_token_ids=self.eos_token_ids, **random)
         self._shape = (b, t)
         return self.run.process(input_ids, scores)
 

@@ -71,3 +71,36 @@ def test_a_new_prompt_starts_a_new_run(model):
     assert processor.run.ctx.steps.tolist() == [1]
     processor(torch.tensor([[9, 9, 9, 9, 9]]), scores)  # not the previous input plus one: a new generation
     assert processor.run.ctx.steps.tolist() == [0]
+
+
+@pytest.mark.parametrize("ours, theirs", [
+    ([("temperature", {"value": 0.7})], {"temperature": 0.7}),
+    ([("top_k", {"k": 5})], {"top_k": 5}),
+    ([("top_p", {"p": 0.8})], {"top_p": 0.8}),
+    ([("min_p", {"p": 0.1})], {"min_p": 0.1}),
+    ([("typical_p", {"mass": 0.9})], {"typical_p": 0.9}),
+    ([("epsilon_cutoff", {"epsilon": 0.01})], {"epsilon_cutoff": 0.01}),
+    ([("eta_cutoff", {"epsilon": 0.01})], {"eta_cutoff": 0.01}),
+], ids=lambda v: v[0][0] if isinstance(v, list) else "")
+def test_a_warper_inside_generate_samples_what_transformers_own_warper_samples(model, ours, theirs):
+    """Sampling (do_sample=True) from the same seed: the adapter's warper in place of
+    transformers' own gives the same tokens (generate's defaults are switched off on our side)."""
+    ids = torch.tensor([[5, 6, 7, 5, 6], [8, 9, 10, 11, 12]])
+    neutral = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+    def sample(**options):
+        torch.manual_seed(0)
+        return model.generate(ids, do_sample=True, max_new_tokens=12, eos_token_id=EOS, pad_token_id=0,
+                              **options)[:, ids.shape[1]:].tolist()
+
+    chain = Chain.from_names(*ours, "multinomial")
+    assert sample(logits_processor=adapted(chain), **neutral) == sample(**{**neutral, **theirs})
+
+
+def test_min_new_tokens_inside_generate_matches_transformers_min_new_tokens(model):
+    ids = torch.tensor([[5, 6, 7]])
+    bias = ("logit_bias", {"bias": {EOS: 50.0}})
+    ours = Chain.from_names(bias, ("min_new_tokens", {"n": 5, "eos_token_ids": [EOS]}), "greedy")
+    theirs = Chain.from_names(bias, "greedy")
+    assert hf_generate(model, ids, logits_processor=adapted(ours)) == \
+        hf_generate(model, ids, logits_processor=adapted(theirs), min_new_tokens=5)
