@@ -76,6 +76,14 @@ class Chain:
 
         return LogitsAdapter(self, seed=seed, tokenizer=tokenizer, eos_token_ids=eos_token_ids)
 
+    def as_hf_custom_generate(self, *, seed: int | Sequence[int] | None = None, tokenizer=None):
+        """This whole chain, selector included, as transformers' ``generate(custom_generate=...)``
+        decoding loop (samplekit.hf.custom_generate; pass ``do_sample=False`` so that ``generate``
+        adds no warper of its own)."""
+        from samplekit.hf.custom_generate import ChainGenerate
+
+        return ChainGenerate(self, seed=seed, tokenizer=tokenizer)
+
     def describe(self) -> list[dict[str, Any]]:
         """The fully resolved chain, every parameter filled in (``config show``)."""
         return [{p.name: dict(p.settings)} for p in self.processors]
