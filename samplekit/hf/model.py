@@ -49,13 +49,65 @@ def context_length_of(config) -> int | None:
 class HFCache:
     """The engine's cache: a transformers cache (``DynamicCache``) and the positions it holds."""
 
-    def __init__(self, inner):
+    def __init__(self, inner, batch: int = 0):
         self.inner = inner
         self.length = 0
+        self.batch = batch
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only the batch rows ``rows`` (LongTensor) in every layer's keys and values."""
         self.inner.batch_select_indices(rows)
+        self.batch = len(rows)
+
+
+class JoinableHFCache(HFCache):
+    """An HFCache whose layers are all plain ``DynamicLayer`` s (keys and values ``[B, H, S, D]``,
+    no sliding window): rows can join it and leading padding can be dropped, so the
+    continuous-batching scheduler runs Hugging Face models on the cached path."""
+
+    def join(self, other: "HFCache", rows: list[int] | None = None) -> tuple[int, int]:
+        """Append ``other``'s rows (default all; repeats allowed) after this cache's, right-aligned:
+        the shorter side gets zero positions in front (masked out). Returns the positions added
+        in front of the rows already here and in front of the joining rows (KVCache.join)."""
+        rows = list(range(other.batch)) if rows is None else rows
+        n = max(self.length, other.length)
+        before, after = n - self.length, n - other.length
+        for mine, theirs in zip(self.inner.layers, other.inner.layers):
+            if not theirs.is_initialized:  # a layer sharing another's keys and values
+                continue
+            index = torch.tensor(rows, dtype=torch.long, device=theirs.keys.device)
+            keys, values = (_pad_front(t.index_select(0, index), after) for t in (theirs.keys, theirs.values))
+            if mine.is_initialized and self.batch:
+                keys = torch.cat([_pad_front(mine.keys, before), keys])
+                values = torch.cat([_pad_front(mine.values, before), values])
+            else:
+                mine.lazy_initialization(keys, values)
+            mine.keys, mine.values = keys, values
+        self.batch += len(rows)
+        self.length = n
+        return before, after
+
+    def compact(self, positions: int) -> None:
+        """Drop the first ``positions`` positions of every row (padding in all of them)."""
+        if positions <= 0:
+            return
+        for layer in self.inner.layers:
+            if layer.is_initialized:
+                layer.keys, layer.values = layer.keys[:, :, positions:], layer.values[:, :, positions:]
+        self.length -= positions
+
+
+def _pad_front(t: torch.Tensor, positions: int) -> torch.Tensor:
+    """``[B, H, S, D]`` with ``positions`` zero positions in front of S."""
+    return torch.nn.functional.pad(t, (0, 0, positions, 0)) if positions else t
+
+
+def joinable(cache) -> bool:
+    """Whether a transformers cache is a list of plain dynamic layers (what JoinableHFCache edits)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def new_dynamic_cache(config):
@@ -114,9 +166,12 @@ class HFModel(nn.Module):
                     ids.append(i)
         return tuple(ids)
 
-    def new_cache(self, batch_size: int) -> HFCache:
-        """An empty ``DynamicCache``: transformers' own, growing as it fills, whatever the batch."""
-        return HFCache(new_dynamic_cache(self.config))
+    def new_cache(self, batch_size: int, rows: int | None = None) -> HFCache:
+        """An empty ``DynamicCache``: transformers' own, growing as it fills, whatever the batch
+        (``rows``, room for rows joining later, needs no reserving). A JoinableHFCache when every
+        layer is a plain dynamic one (not a sliding window)."""
+        inner = new_dynamic_cache(self.config)
+        return (JoinableHFCache if joinable(inner) else HFCache)(inner, batch_size)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
