@@ -13,7 +13,7 @@ is timed on the useful tokens (each request's own new tokens, up to its limit or
 - ``static``: samplekit's ``generate`` on consecutive batches of ``batch`` requests, each batch
   running until its last row ends (today's way of running many prompts);
 - ``static, sorted``: the same after sorting the requests by prompt plus output length;
-- ``hf static`` (transformers importable, a GPTModel): Hugging Face's ``generate`` on consecutive
+- ``hf static`` (transformers importable; a GPTModel, converted, or a Hugging Face model): Hugging Face's ``generate`` on consecutive
   batches, left-padded, each batch decoding to its longest row's limit (``generate`` takes one
   ``max_new_tokens`` per batch), the same sampling settings; only each request's own tokens count.
 
@@ -94,7 +94,7 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
         timed("scheduler (plain forward)", scheduler(False))
     timed("static", static(work))
     timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
-    if compare_hf and _has_transformers() and hasattr(model, "trf_blocks"):
+    if compare_hf and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
         timed("hf static", lambda: _hf_static(model, work, batch, eos))
     base = variants["static"]["tokens_per_s"]
     ratios = {f"{name} / static": v["tokens_per_s"] / base for name, v in variants.items() if name != "static"}
@@ -103,6 +103,28 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
     lengths = [len(r.prompt) for r in work]
     return {"requests": requests, "batch": batch, "chain": [str(p) for p in chain.processors],
             "prompt_tokens_median": statistics.median(lengths), "variants": variants, "ratios": ratios}
+
+
+def print_workload_report(report: dict[str, Any], console=None) -> None:
+    """``run_workload``'s dict as a table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    console.print(f"[bold]{report.get('model', 'model')}[/bold]: {report['requests']} requests (median prompt "
+                  f"{report['prompt_tokens_median']:.0f} tokens), {report['batch']} rows at a time; chain: "
+                  + " -> ".join(report["chain"]))
+    table = Table(title="ragged workload (useful tokens: each request's own, up to its limit or end-of-text)")
+    for column in ("variant", "seconds", "tokens/s", "requests/s", "vs static", "slot use"):
+        table.add_column(column, justify="right")
+    base = report["variants"]["static"]["tokens_per_s"]
+    for name, v in report["variants"].items():
+        use = f"{v['utilisation']:.0%}" if "utilisation" in v else ""
+        table.add_row(name, f"{v['seconds']:.1f}", f"{v['tokens_per_s']:.1f}", f"{v['requests_per_s']:.2f}",
+                      f"{v['tokens_per_s'] / base:.2f}x", use)
+    console.print(table)
+    if "scheduler / hf static" in report["ratios"]:
+        console.print(f"scheduler / hf static: {report['ratios']['scheduler / hf static']:.2f}x")
 
 
 def _fresh(work: list[Request]) -> list[Request]:
@@ -116,13 +138,19 @@ def _has_transformers() -> bool:
     return importlib.util.find_spec("transformers") is not None
 
 
+def _is_hf(model) -> bool:
+    from samplekit.hf.model import HFModel
+
+    return isinstance(model, HFModel)
+
+
 def _hf_static(model, work: list[Request], batch: int, eos: int | None):
     """Hugging Face generate on consecutive batches: left-padded, the batch's longest limit."""
     from transformers import GenerationConfig
 
     from samplekit.hf.export import to_hf_gpt2
 
-    hf = to_hf_gpt2(model)
+    hf = model.model if _is_hf(model) else to_hf_gpt2(model)
     done = 0
     for i in range(0, len(work), batch):
         group = work[i:i + batch]

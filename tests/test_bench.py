@@ -133,3 +133,37 @@ def test_the_cli_refuses_an_unknown_shape():
 
     result = CliRunner().invoke(app, ["bench", "--shape", "huge"])
     assert result.exit_code == 2 and "gpt2-small" in result.output
+
+
+def test_the_ragged_workload_runs_every_variant_on_the_same_requests():
+    """``bench --workload ragged``: the scheduler and the static batches serve the same seeded
+    requests; with the batch-invariant forward the scheduler's useful tokens equal the static
+    batches' (the same rows, the same seeds, ended at the same end-of-text or limit)."""
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--workload", "ragged", "--requests", "6",
+                                      "-b", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    variants = report["variants"]
+    assert {"scheduler", "static", "static, sorted"} <= set(variants) and report["requests"] == 6
+    assert all(v["tokens"] > 0 and v["tokens_per_s"] > 0 for v in variants.values())
+    assert variants["scheduler"]["tokens"] == variants["static, sorted"]["tokens"] == variants["static"]["tokens"]
+    assert 0 < variants["scheduler"]["utilisation"] <= 1
+    assert report["ratios"]["scheduler / static"] > 0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workload", "zigzag"], "only workload is 'ragged'"),
+    (["--workload", "ragged", "-b", "1", "-b", "8"], "one --batch-size"),
+    (["--workload", "ragged", "--compare", "hf"], "runs alone"),
+])
+def test_the_cli_refuses_a_bad_workload_request(args, message):
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

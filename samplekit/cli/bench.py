@@ -75,6 +75,10 @@ def bench(
         "unconstrained (needs samplekit-grammar).")] = False,
     schema: Annotated[Optional[str], typer.Option(
         help="With --constrained: a JSON schema file (default: an array of 64+ records with free text).")] = None,
+    workload: Annotated[Optional[str], typer.Option(
+        help="'ragged': serve --requests prompts of spread lengths with the scheduler (continuous batching) "
+             "and with static batches of --batch-size rows (default 16); tokens/s and ratios.")] = None,
+    requests: Annotated[int, typer.Option(min=1, max=100_000, help="With --workload ragged: how many requests.")] = 256,
 ) -> None:
     """Measure generation speed (a benchmark: numbers vary with the machine and its load)."""
     from samplekit.bench import SHAPES, print_report, run_bench
@@ -85,6 +89,17 @@ def bench(
     bad = [b for b in sizes if not 1 <= b <= MAX_BATCH]
     if bad:
         raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
+    if workload is not None:
+        if workload != "ragged":
+            raise fail(f"--workload {workload!r}: the only workload is 'ragged'")
+        if constrained or compare:
+            raise fail("--workload ragged runs alone, without --constrained or --compare")
+        if len(sizes) > 1:
+            raise fail("--workload ragged takes one --batch-size (the scheduler's and the static batches' rows)")
+        from samplekit.hf.cli import bench_target
+
+        target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
+        return _ragged(target, config, requests, batch_sizes[0] if batch_sizes else 16, device, seed, as_json)
     if constrained or schema is not None:
         if hf_model is not None or compare:
             raise fail("--constrained runs on --checkpoint or --shape models, without --compare")
@@ -130,3 +145,26 @@ def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repea
         typer.echo(json.dumps(report, indent=2))
     else:
         print_constrained_report(report)
+
+
+def _ragged(target, config, requests, batch, device, seed, as_json) -> None:
+    """``bench --workload ragged``: samplekit.throughput.run_workload, printed."""
+    import torch
+
+    from samplekit.bench import bench_tokenizer, load_bench_model
+    from samplekit.throughput import print_workload_report, run_workload
+
+    model, name = load_bench_model(target, device, seed)
+    tokenizer = getattr(target, "tokenizer", None) if isinstance(target, torch.nn.Module) else bench_tokenizer(target)
+    typer.echo(f"bench: {requests} requests of spread lengths on {name}, {batch} rows at a time, "
+               "through the scheduler and static batches (a few minutes on a 2-core CPU at the defaults)", err=True)
+    progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
+    try:
+        report = run_workload(model, tokenizer, config, requests=requests, batch=batch, seed=seed, progress=progress)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    report["model"] = name
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        print_workload_report(report)
