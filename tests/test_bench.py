@@ -167,3 +167,13 @@ def test_the_cli_refuses_a_bad_workload_request(args, message):
 
     result = CliRunner().invoke(app, ["bench", "--shape", "tiny", *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_the_ragged_workload_on_a_missing_checkpoint_names_it():
+    """Without --batch-size the workload takes 16 rows (not refused for bench's default of 1 and 8)."""
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--workload", "ragged", "--checkpoint", "/nonexistent/model.pt"])
+    assert result.exit_code == 2 and "/nonexistent/model.pt" in result.output and "Traceback" not in result.output

@@ -94,7 +94,7 @@ def bench(
             raise fail(f"--workload {workload!r}: the only workload is 'ragged'")
         if constrained or compare:
             raise fail("--workload ragged runs alone, without --constrained or --compare")
-        if len(sizes) > 1:
+        if batch_sizes and len(batch_sizes) > 1:
             raise fail("--workload ragged takes one --batch-size (the scheduler's and the static batches' rows)")
         from samplekit.hf.cli import bench_target
 
