@@ -23,6 +23,7 @@ between them are what to quote.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 import time
@@ -30,36 +31,68 @@ from typing import Any
 
 import torch
 
+from samplekit.chain import Chain
+from samplekit.params import Param
+from samplekit.processor import Processor
 from samplekit.requests import Request
 
 PROMPT_RANGE, NEW_RANGE = (4, 200), (8, 256)
 
 
-def ragged_workload(count: int, vocab: int, context: int, seed: int = 0) -> list[Request]:
+def ragged_workload(count: int, vocab: int, context: int, seed: int = 0, *,
+                    open_ended: bool = False) -> list[Request]:
     """``count`` requests: prompt lengths uniform in PROMPT_RANGE, max_new_tokens in NEW_RANGE,
     both shortened for a short ``context`` (module docstring); random token ids; seed = its index
-    + ``seed``."""
+    + ``seed``. ``open_ended``: every max_new_tokens is the longest (the request ends at
+    end-of-text, at a step nobody knows in advance: see EndHazard)."""
     longest_prompt = min(PROMPT_RANGE[1], context // 5)
     longest_new = min(NEW_RANGE[1], context - longest_prompt)
     rng = random.Random(seed)
-    return [Request(prompt=[rng.randrange(vocab) for _ in range(rng.randint(PROMPT_RANGE[0], longest_prompt))],
-                    id=i, seed=seed + i, max_new_tokens=rng.randint(NEW_RANGE[0], longest_new))
-            for i in range(count)]
+    work = []
+    for i in range(count):
+        prompt = [rng.randrange(vocab) for _ in range(rng.randint(PROMPT_RANGE[0], longest_prompt))]
+        new = rng.randint(NEW_RANGE[0], longest_new)
+        work.append(Request(prompt=prompt, id=i, seed=seed + i, max_new_tokens=longest_new if open_ended else new))
+    return work
+
+
+class EndHazard(Processor):
+    """Benchmark-only: end-of-text gets probability ``p`` at every step, whatever the model says,
+    so open-ended outputs end after a geometric number of tokens (mean about 1/p), known to nobody
+    in advance, as chat replies are. The other tokens keep their relative probabilities."""
+
+    name = "end_hazard"
+    params = (Param("p", "float", 1 / 64, "end-of-text's probability at each step", low=0.0, high=1.0),
+              Param("eos", "int", 0, "the end-of-text id", low=0))
+
+    def process(self, input_ids, scores, ctx):
+        scores = scores.clone()
+        scores[:, self.eos] = float("-inf")
+        others = scores.logsumexp(dim=-1)
+        scores[:, self.eos] = others + math.log(self.p / (1 - self.p))
+        return scores
 
 
 def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: int = 16, seed: int = 0,
-                 compare_hf: bool = True, progress=None) -> dict[str, Any]:
-    """Serve the workload with every variant; a JSON-able dict of tokens/s, requests/s and ratios."""
+                 compare_hf: bool = True, open_ended: bool = False, progress=None) -> dict[str, Any]:
+    """Serve the workload with every variant; a JSON-able dict of tokens/s, requests/s and ratios.
+    ``open_ended``: the open-ended workload (ragged_workload, EndHazard before the selector); its
+    static batches can only be sorted by prompt length, and transformers is not compared."""
     from samplekit.engine import _accepts, generate, model_context_length, resolve_chain
     from samplekit.scheduler import Scheduler
 
     say = progress or (lambda message: None)
     chain = resolve_chain(chain)
     vocab, context = model.config.vocab_size, model_context_length(model)
-    work = ragged_workload(requests, vocab, context, seed)
+    work = ragged_workload(requests, vocab, context, seed, open_ended=open_ended)
+    eos = tokenizer.eot_token if tokenizer is not None and hasattr(tokenizer, "eot_token") else None
+    if eos is None:
+        eos = next(iter(getattr(model, "eos_token_ids", ()) or ()), vocab - 1)
+    if open_ended:
+        *logits, selector = chain.processors
+        chain = Chain([*logits, EndHazard(eos=eos), selector], checked=chain.checked, source=chain.source)
     for r in work:
         r.chain = chain
-    eos = tokenizer.eot_token if tokenizer is not None and hasattr(tokenizer, "eot_token") else None
     variants: dict[str, Any] = {}
 
     def timed(name: str, fn) -> None:
@@ -94,14 +127,15 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
         timed("scheduler (plain forward)", scheduler(False))
     timed("static", static(work))
     timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
-    if compare_hf and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
+    if compare_hf and not open_ended and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
         timed("hf static", lambda: _hf_static(model, work, batch, eos))
     base = variants["static"]["tokens_per_s"]
     ratios = {f"{name} / static": v["tokens_per_s"] / base for name, v in variants.items() if name != "static"}
     if "hf static" in variants:
         ratios["scheduler / hf static"] = variants["scheduler"]["tokens_per_s"] / variants["hf static"]["tokens_per_s"]
     lengths = [len(r.prompt) for r in work]
-    return {"requests": requests, "batch": batch, "chain": [str(p) for p in chain.processors],
+    return {"requests": requests, "batch": batch, "workload": "open-ended" if open_ended else "ragged",
+            "chain": [str(p) for p in chain.processors],
             "prompt_tokens_median": statistics.median(lengths), "variants": variants, "ratios": ratios}
 
 
@@ -114,7 +148,8 @@ def print_workload_report(report: dict[str, Any], console=None) -> None:
     console.print(f"[bold]{report.get('model', 'model')}[/bold]: {report['requests']} requests (median prompt "
                   f"{report['prompt_tokens_median']:.0f} tokens), {report['batch']} rows at a time; chain: "
                   + " -> ".join(report["chain"]))
-    table = Table(title="ragged workload (useful tokens: each request's own, up to its limit or end-of-text)")
+    table = Table(title=f"{report['workload']} workload (useful tokens: each request's own, up to its limit or "
+                        "end-of-text)")
     for column in ("variant", "seconds", "tokens/s", "requests/s", "vs static", "slot use"):
         table.add_column(column, justify="right")
     base = report["variants"]["static"]["tokens_per_s"]

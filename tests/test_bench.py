@@ -156,7 +156,7 @@ def test_the_ragged_workload_runs_every_variant_on_the_same_requests():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workload", "zigzag"], "only workload is 'ragged'"),
+    (["--workload", "zigzag"], "use 'ragged' or 'open-ended'"),
     (["--workload", "ragged", "-b", "1", "-b", "8"], "one --batch-size"),
     (["--workload", "ragged", "--compare", "hf"], "runs alone"),
 ])
@@ -177,3 +177,29 @@ def test_the_ragged_workload_on_a_missing_checkpoint_names_it():
 
     result = CliRunner().invoke(app, ["bench", "--workload", "ragged", "--checkpoint", "/nonexistent/model.pt"])
     assert result.exit_code == 2 and "/nonexistent/model.pt" in result.output and "Traceback" not in result.output
+
+
+def test_end_hazard_gives_end_of_text_probability_p_and_keeps_the_others_proportions():
+    from samplekit.throughput import EndHazard
+
+    scores = torch.tensor([[1.0, 2.0, float("-inf"), 0.5], [0.0, 0.0, 3.0, -1.0]])
+    out = EndHazard(p=0.25, eos=3).process(None, scores, None)
+    probs = out.softmax(-1)
+    assert torch.allclose(probs[:, 3], torch.tensor([0.25, 0.25]))
+    before = scores[:, :3].softmax(-1)
+    assert torch.allclose(probs[:, :3] / probs[:, :3].sum(-1, keepdim=True), before)
+
+
+def test_the_open_ended_workload_gives_every_request_the_longest_limit_and_ends_rows_at_end_of_text():
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--workload", "open-ended", "--requests", "6",
+                                      "-b", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["workload"] == "open-ended" and "hf static" not in report["variants"]
+    assert any("EndHazard" in p for p in report["chain"])
+    tokens = {v["tokens"] for v in report["variants"].values()}
+    assert len(tokens) == 1 and 0 < tokens.pop() < 6 * 205  # rows ended at end-of-text, before the limit

@@ -77,7 +77,8 @@ def bench(
         help="With --constrained: a JSON schema file (default: an array of 64+ records with free text).")] = None,
     workload: Annotated[Optional[str], typer.Option(
         help="'ragged': serve --requests prompts of spread lengths with the scheduler (continuous batching) "
-             "and with static batches of --batch-size rows (default 16); tokens/s and ratios.")] = None,
+             "and with static batches of --batch-size rows (default 16); tokens/s and ratios. 'open-ended': "
+             "the same prompts, each ending at end-of-text at a step not known in advance.")] = None,
     requests: Annotated[int, typer.Option(min=1, max=100_000, help="With --workload ragged: how many requests.")] = 256,
 ) -> None:
     """Measure generation speed (a benchmark: numbers vary with the machine and its load)."""
@@ -90,16 +91,17 @@ def bench(
     if bad:
         raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
     if workload is not None:
-        if workload != "ragged":
-            raise fail(f"--workload {workload!r}: the only workload is 'ragged'")
+        if workload not in ("ragged", "open-ended"):
+            raise fail(f"--workload {workload!r}: use 'ragged' or 'open-ended'")
         if constrained or compare:
-            raise fail("--workload ragged runs alone, without --constrained or --compare")
+            raise fail(f"--workload {workload} runs alone, without --constrained or --compare")
         if batch_sizes and len(batch_sizes) > 1:
-            raise fail("--workload ragged takes one --batch-size (the scheduler's and the static batches' rows)")
+            raise fail(f"--workload {workload} takes one --batch-size (the scheduler's and the static batches' rows)")
         from samplekit.hf.cli import bench_target
 
         target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
-        return _ragged(target, config, requests, batch_sizes[0] if batch_sizes else 16, device, seed, as_json)
+        return _ragged(target, config, requests, batch_sizes[0] if batch_sizes else 16, device, seed, as_json,
+                       open_ended=workload == "open-ended")
     if constrained or schema is not None:
         if hf_model is not None or compare:
             raise fail("--constrained runs on --checkpoint or --shape models, without --compare")
@@ -147,8 +149,8 @@ def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repea
         print_constrained_report(report)
 
 
-def _ragged(target, config, requests, batch, device, seed, as_json) -> None:
-    """``bench --workload ragged``: samplekit.throughput.run_workload, printed."""
+def _ragged(target, config, requests, batch, device, seed, as_json, *, open_ended: bool) -> None:
+    """``bench --workload ragged|open-ended``: samplekit.throughput.run_workload, printed."""
     import torch
 
     from samplekit.bench import bench_tokenizer, load_bench_model
@@ -156,11 +158,13 @@ def _ragged(target, config, requests, batch, device, seed, as_json) -> None:
 
     model, name = load_bench_model(target, device, seed)
     tokenizer = getattr(target, "tokenizer", None) if isinstance(target, torch.nn.Module) else bench_tokenizer(target)
-    typer.echo(f"bench: {requests} requests of spread lengths on {name}, {batch} rows at a time, "
+    typer.echo(f"bench: {requests} {'open-ended ' if open_ended else ''}requests of spread lengths on {name}, "
+               f"{batch} rows at a time, "
                "through the scheduler and static batches (a few minutes on a 2-core CPU at the defaults)", err=True)
     progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
     try:
-        report = run_workload(model, tokenizer, config, requests=requests, batch=batch, seed=seed, progress=progress)
+        report = run_workload(model, tokenizer, config, requests=requests, batch=batch, seed=seed,
+                              open_ended=open_ended, progress=progress)
     except ValueError as exc:
         raise fail(str(exc)) from None
     report["model"] = name
