@@ -112,20 +112,24 @@ def bench(
     target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
     for line in preview(shape, hf_model or model, sizes, new_tokens, repeats, tuple(compare or ())):
         typer.echo(line, err=True)
-    progress = None
-    if not as_json:
-        def progress(message: str) -> None:
-            typer.echo(f"... {message}", err=True)
+    _emit(lambda progress: run_bench(target, config, batch_sizes=sizes, prompt_tokens=prompt_tokens,
+                                     new_tokens=new_tokens, compare=tuple(compare or ()), repeats=repeats,
+                                     device=device, seed=seed, progress=progress),
+          print_report, as_json)
+
+
+def _emit(measure, print_table, as_json: bool) -> None:
+    """Run ``measure(progress)`` (progress lines on stderr unless --json; a ValueError is a usage
+    error) and print its report as JSON or with ``print_table``."""
+    progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
     try:
-        report = run_bench(target, config, batch_sizes=sizes,
-                           prompt_tokens=prompt_tokens, new_tokens=new_tokens, compare=tuple(compare or ()),
-                           repeats=repeats, device=device, seed=seed, progress=progress)
+        report = measure(progress)
     except ValueError as exc:
         raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        print_report(report)
+        print_table(report)
 
 
 def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repeats, device, seed, as_json) -> None:
@@ -136,17 +140,10 @@ def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repea
     value = load_json_file(schema, what="JSON schema file") if schema is not None else None
     typer.echo(f"bench: constrained vs unconstrained, {len(sizes)} batch size(s) x {1 + repeats} runs of "
                f"{new_tokens} steps each", err=True)
-    progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
-    try:
-        report = run_constrained_bench(target, config, schema=value, batch_sizes=sizes, prompt_tokens=prompt_tokens,
-                                       new_tokens=new_tokens, repeats=repeats, device=device, seed=seed,
-                                       progress=progress)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        print_constrained_report(report)
+    _emit(lambda progress: run_constrained_bench(target, config, schema=value, batch_sizes=sizes,
+                                                 prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats,
+                                                 device=device, seed=seed, progress=progress),
+          print_constrained_report, as_json)
 
 
 def _ragged(target, config, requests, batch, device, seed, as_json, *, open_ended: bool) -> None:
@@ -161,14 +158,6 @@ def _ragged(target, config, requests, batch, device, seed, as_json, *, open_ende
     typer.echo(f"bench: {requests} {'open-ended ' if open_ended else ''}requests of spread lengths on {name}, "
                f"{batch} rows at a time, "
                "through the scheduler and static batches (a few minutes on a 2-core CPU at the defaults)", err=True)
-    progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
-    try:
-        report = run_workload(model, tokenizer, config, requests=requests, batch=batch, seed=seed,
-                              open_ended=open_ended, progress=progress)
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    report["model"] = name
-    if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    else:
-        print_workload_report(report)
+    _emit(lambda progress: {"model": name, **run_workload(model, tokenizer, config, requests=requests, batch=batch,
+                                                          seed=seed, open_ended=open_ended, progress=progress)},
+          print_workload_report, as_json)
