@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from samplekit.cli.errors import fail
+from samplekit.cli.options import TrustRemoteCode
 
 MAX_BATCH = 1024
 # Rough cost of one cached decoding step on a 2-core CPU (float32): per million parameters at
@@ -54,8 +55,7 @@ def bench(
     hf_model: Annotated[Optional[str], typer.Option(
         "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder, run through transformers "
         "(--compare hf: its generate on the same model); a value that is no such folder acts as --checkpoint.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     shape: Annotated[Optional[str], typer.Option(
         help="Random weights of this shape instead of --model: gpt2-small or tiny.")] = None,
     config: Annotated[Optional[str], typer.Option(

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from samplekit.cli.inputs import read_prompt, unescape
+from samplekit.cli.options import TrustRemoteCode
 from samplekit.errors import ConfigError
 from samplekit.model.tokenizer import encode_prompt
 from samplekit.overrides import apply_sets, build_config, parse_set  # noqa: F401 - the CLI's, and re-exported
@@ -36,8 +37,7 @@ def generate(
     model_folder: Annotated[Optional[str], typer.Option(
         "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder, run through transformers "
         "with its own tokenizer (--tokenizer: another tokenizer folder).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     config: Annotated[Optional[str], typer.Option(
         "--config", help="A YAML chain config, or a preset name (see `samplekit config presets`). "
                          "Default: temperature 0.8, top_k 50, multinomial.")] = None,

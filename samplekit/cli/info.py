@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from samplekit.cli.options import TrustRemoteCode
+
 SUMMARISED = ("corpus", "training", "evaluation")
 
 
@@ -17,8 +19,7 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     model_folder: Annotated[str | None, typer.Option(
         "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder (read through transformers).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
 ) -> None:
     """Show a checkpoint's model config, size, epoch, losses, tokenizer and metadata."""
     from samplekit.model.checkpoint import load_checkpoint

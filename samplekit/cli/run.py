@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from samplekit.cli.options import TrustRemoteCode
 from samplekit.config import MAX_NEW_TOKENS, SEED_LIMIT
 from samplekit.jobs.inputs import MAX_N
 
@@ -29,8 +30,7 @@ def run(
         "--checkpoint", "-c", help="A .pt checkpoint, a Hugging Face GPT-2 folder, or 'demo'.")] = "demo",
     model_folder: Annotated[Optional[str], typer.Option(
         "--model", "-m", metavar="FOLDER", help="A Hugging Face causal LM folder, run through transformers.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", "-b", min=1, max=MAX_BATCH, help="Rows decoding at once (continuous batching).")] = 32,
     seed: Annotated[Optional[int], typer.Option(

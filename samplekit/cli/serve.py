@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from samplekit.cli.options import TrustRemoteCode
 from samplekit.errors import ConfigError
 
 
@@ -25,8 +26,7 @@ def serve(
         "with its own tokenizer (and chat template).")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(
         help="A tiktoken encoding name or .tiktoken file (default: the checkpoint's).")] = None,
-    trust_remote_code: Annotated[bool, typer.Option(
-        "--trust-remote-code", help="Allow a --model folder's own Python code to run.")] = False,
+    trust_remote_code: TrustRemoteCode = False,
     config: Annotated[str, typer.Option(
         "--config", help="The default sampling fields: a preset name or a YAML config the request fields can "
                          "write (requests override them field by field).")] = "balanced",
