@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain
+from samplekit.padding import positions
 from samplekit.errors import ConfigError
 from samplekit.stopping import Deadline, StopStrings, TextStream, resolve_eos_ids
 
@@ -390,7 +391,7 @@ class _Decoding:
         self.cache_start = start = T - w if w is not None and T > w else 0
         if self.mask is None:
             return _last(self.model(self.hist[:, start:T], cache=self.cache, **self.last_only, **self.invariant))
-        self.positions = (self.mask[:, start:].cumsum(1) - 1).clamp_(min=0)
+        self.positions = positions(self.mask[:, start:])
         n = T - start
         return _last(self.model(self.hist[:, start:T], cache=self.cache, attention_mask=self.mask[:, start:T],
                                 position_ids=self.positions[:, :n], **self.last_only, **self.invariant))
@@ -413,8 +414,7 @@ class _Decoding:
         if bool(mask.all()):
             return _last(self.model(ids, **self.last_only, **self.invariant))
         if self.takes_mask:
-            positions = (mask.cumsum(1) - 1).clamp_(min=0)
-            return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only,
+            return _last(self.model(ids, attention_mask=mask, position_ids=positions(mask), **self.last_only,
                                     **self.invariant))
         pads = (~mask).sum(1).tolist()  # no attention_mask: feed each equal-padding group unpadded
         logits = None

@@ -40,6 +40,7 @@ from samplekit.chain import Chain, ChainRun
 from samplekit.errors import ConfigError, SampleKitError
 from samplekit.engine import (_accepts, _model_device, _prepare, _undecodable_ids, _vocab_size, generate,
                               model_context_length, resolve_chain)
+from samplekit.padding import left_padded, positions
 from samplekit.processor import run_seeds
 from samplekit.requests import Request, RequestResult, Sample, sample_seed
 from samplekit.stopping import Deadline, StopStrings, TextStream, resolve_eos_ids
@@ -236,12 +237,9 @@ class Scheduler:
             extra = width - self.hist.shape[1]
             self.hist = torch.cat([self.hist.new_zeros(len(self.rows), extra), self.hist], dim=1)
             self.mask = torch.cat([self.mask.new_zeros(len(self.rows), extra), self.mask], dim=1)
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        mask = torch.zeros(len(prompts), width, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), True
-        self.hist = torch.cat([self.hist, ids.to(self.device)])
-        self.mask = torch.cat([self.mask, mask.to(self.device)])
+        ids, mask = left_padded(prompts, self.device, width)
+        self.hist = torch.cat([self.hist, ids])
+        self.mask = torch.cat([self.mask, mask])
 
     def _join_rows(self, joining: list[_Row]) -> None:
         """The rows join the batch and their chains' runs (after the rows already there)."""
@@ -281,17 +279,11 @@ class Scheduler:
         firsts: dict[int, int] = {}
         order = [firsts.setdefault(id(r.request), len(firsts)) for r in joining]  # row -> its prompt
         prompts = list({id(r.request): r.request.prompt for r in joining}.values())
-        width = max(map(len, prompts))
-        ids = torch.zeros(len(prompts), width, dtype=torch.long)
-        mask = torch.zeros(len(prompts), width, dtype=torch.bool)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):], mask[i, width - len(p):] = torch.tensor(p), True
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = left_padded(prompts, self.device)
         ragged = not bool(mask.all())
         cache = self.model.new_cache(len(prompts))
-        positions = (mask.long().cumsum(1) - 1).clamp_(min=0)
-        logits = _last(self.model(ids, cache=cache, attention_mask=mask if ragged else None, position_ids=positions,
-                                  **self.last_only, **self.invariant))
+        logits = _last(self.model(ids, cache=cache, attention_mask=mask if ragged else None,
+                                  position_ids=positions(mask), **self.last_only, **self.invariant))
         if self.cache is None:
             self.cache = self.model.new_cache(0, rows=self.max_batch)
         before, after = self.cache.join(cache, rows=order)
@@ -315,8 +307,8 @@ class Scheduler:
         if not self.takes_mask:
             raise ConfigError(f"{type(self.model).__name__} takes no attention_mask, so rows of different lengths "
                              "cannot share a batch; use max_batch=1")
-        positions = (mask.long().cumsum(1) - 1).clamp_(min=0)
-        return _last(self.model(ids, attention_mask=mask, position_ids=positions, **self.last_only, **self.invariant))
+        return _last(self.model(ids, attention_mask=mask, position_ids=positions(mask), **self.last_only,
+                                **self.invariant))
 
     # -- selection ----------------------------------------------------------------------------------
     def _select(self, logits: torch.Tensor) -> torch.Tensor:

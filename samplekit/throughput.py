@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from samplekit.chain import Chain
+from samplekit.padding import left_padded
 from samplekit.params import Param
 from samplekit.processor import Processor
 from samplekit.requests import Request
@@ -189,17 +190,14 @@ def _hf_static(model, work: list[Request], batch: int, eos: int | None):
     done = 0
     for i in range(0, len(work), batch):
         group = work[i:i + batch]
-        width = max(len(r.prompt) for r in group)
-        ids = torch.zeros(len(group), width, dtype=torch.long)
-        mask = torch.zeros(len(group), width, dtype=torch.long)
-        for j, r in enumerate(group):
-            ids[j, width - len(r.prompt):], mask[j, width - len(r.prompt):] = torch.tensor(r.prompt), 1
+        ids, mask = left_padded([r.prompt for r in group])
+        width = ids.shape[1]
         config = GenerationConfig(do_sample=True, temperature=0.8, top_k=50, top_p=1.0, pad_token_id=0,
                                   max_new_tokens=max(r.max_new_tokens for r in group), eos_token_id=eos,
                                   bos_token_id=None)
         torch.manual_seed(group[0].seed)
         with torch.inference_mode():
-            out = hf.generate(ids, attention_mask=mask, generation_config=config)[:, width:]
+            out = hf.generate(ids, attention_mask=mask.long(), generation_config=config)[:, width:]
         for row, r in zip(out.tolist(), group):
             row = row[:r.max_new_tokens]
             done += row.index(eos) if eos is not None and eos in row else len(row)

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from samplekit.chain import Chain
+from samplekit.padding import positions
 
 
 class ChainGenerate:
@@ -71,8 +72,8 @@ class ChainGenerate:
         if cached:
             given = model_kwargs.get("cache", model_kwargs.get("past_key_values"))
             cache = HFCache(given) if given is not None else net.new_cache(batch)
-        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
-        logits = net(input_ids, cache=cache, position_ids=positions, attention_mask=mask, last_only=True)[:, -1]
+        position = positions(mask)
+        logits = net(input_ids, cache=cache, position_ids=position, attention_mask=mask, last_only=True)[:, -1]
         unfinished = torch.ones(batch, dtype=torch.bool, device=input_ids.device)
         while True:
             scores = logits if logits_processor is None else logits_processor(input_ids, logits)
@@ -84,10 +85,9 @@ class ChainGenerate:
             unfinished &= ~stopping_criteria(input_ids, scores)
             if not unfinished.any():
                 return input_ids
-            positions = positions[:, -1:] + 1
+            position = position[:, -1:] + 1
             if cached:
-                logits = net(tokens[:, None], cache=cache, position_ids=positions, attention_mask=mask, last_only=True)
+                logits = net(tokens[:, None], cache=cache, position_ids=position, attention_mask=mask, last_only=True)
             else:
-                logits = net(input_ids, attention_mask=mask, position_ids=(mask.long().cumsum(1) - 1).clamp(min=0),
-                             last_only=True)
+                logits = net(input_ids, attention_mask=mask, position_ids=positions(mask), last_only=True)
             logits = logits[:, -1]
