@@ -31,8 +31,9 @@ class Request:
     ``prompt``: token ids. ``chain``: anything ``samplekit.engine.resolve_chain`` takes (a
     Chain, a config dict, a preset name or YAML path; None: the scheduler's default). ``seed``:
     None draws one from torch's global generator when the request is submitted (the result says
-    which). ``stop``: stop strings (need the scheduler's tokenizer). ``n``: samples of this
-    prompt, each with its own seed, sharing the prompt's prefill. ``max_time``: seconds, per sample.
+    which). ``stop``: stop strings (need the scheduler's tokenizer). ``stop_token_ids``: ids that
+    end a sample once chosen (kept in its tokens and text; finish reason "stop"). ``n``: samples
+    of this prompt, each with its own seed, sharing the prompt's prefill. ``max_time``: seconds, per sample.
     ``trace``: record what each processor did at each step, keeping this many candidates per stage
     (samplekit.trace): each token event then carries its ``StepTrace``.
     """
@@ -45,6 +46,7 @@ class Request:
     stop: tuple[str, ...] = ()
     n: int = 1
     stop_on_eos: bool = True
+    stop_token_ids: tuple[int, ...] = ()
     max_time: float | None = None
     trace: int | None = None
     extras: dict = field(default_factory=dict)  # carried to the result untouched (a caller's bookkeeping)

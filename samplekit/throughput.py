@@ -79,7 +79,8 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
     """Serve the workload with every variant; a JSON-able dict of tokens/s, requests/s and ratios.
     ``open_ended``: the open-ended workload (ragged_workload, EndHazard before the selector); its
     static batches can only be sorted by prompt length, and transformers is not compared."""
-    from samplekit.engine import _accepts, generate, model_context_length, resolve_chain
+    from samplekit.engine import generate, resolve_chain
+    from samplekit.protocol import model_context_length, support
     from samplekit.scheduler import Scheduler
 
     say = progress or (lambda message: None)
@@ -122,14 +123,14 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
             return done, {}
         return serve
 
-    invariant = _accepts(model, "batch_invariant")
+    invariant = support(model).batch_invariant
     timed("scheduler", scheduler(invariant))
     if invariant:
         timed("scheduler (plain forward)", scheduler(False))
     timed("static", static(work))
     timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
     if compare_hf and not open_ended and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
-        timed("hf static", lambda: _hf_static(model, work, batch, eos))
+        timed("hf static", lambda: _hf_static(model, work, batch, eos, chain))
     base = variants["static"]["tokens_per_s"]
     ratios = {f"{name} / static": v["tokens_per_s"] / base for name, v in variants.items() if name != "static"}
     if "hf static" in variants:
@@ -180,11 +181,15 @@ def _is_hf(model) -> bool:
     return isinstance(model, HFModel)
 
 
-def _hf_static(model, work: list[Request], batch: int, eos: int | None):
-    """Hugging Face generate on consecutive batches: left-padded, the batch's longest limit."""
+def _hf_static(model, work: list[Request], batch: int, eos: int | None, chain: Chain):
+    """Hugging Face generate on consecutive batches: left-padded, the batch's longest limit, the
+    chain's equivalent settings (or the nearest: samplekit.bench.hf_settings, in the result)."""
     from transformers import GenerationConfig
 
+    from samplekit.bench.hf_settings import hf_settings
     from samplekit.hf.export import to_hf_gpt2
+
+    settings = hf_settings(chain)
 
     hf = model.model if _is_hf(model) else to_hf_gpt2(model)
     done = 0
@@ -192,7 +197,7 @@ def _hf_static(model, work: list[Request], batch: int, eos: int | None):
         group = work[i:i + batch]
         ids, mask = left_padded([r.prompt for r in group])
         width = ids.shape[1]
-        config = GenerationConfig(do_sample=True, temperature=0.8, top_k=50, top_p=1.0, pad_token_id=0,
+        config = GenerationConfig(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, **settings.kwargs}, pad_token_id=0,
                                   max_new_tokens=max(r.max_new_tokens for r in group), eos_token_id=eos,
                                   bos_token_id=None)
         torch.manual_seed(group[0].seed)
@@ -201,4 +206,4 @@ def _hf_static(model, work: list[Request], batch: int, eos: int | None):
         for row, r in zip(out.tolist(), group):
             row = row[:r.max_new_tokens]
             done += row.index(eos) if eos is not None and eos in row else len(row)
-    return done, {}
+    return done, {"hf_settings": settings.to_dict()}

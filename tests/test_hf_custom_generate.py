@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit[hf]'")
+transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit-lm[hf]'")
 
 import torch  # noqa: E402
 
 import samplekit  # noqa: E402
 from samplekit import Chain  # noqa: E402
-from samplekit.hf import load_model  # noqa: E402
+from samplekit.hf import custom_generate, load_model  # noqa: E402
 from tests.hf_fixtures import model_folder  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -37,7 +37,7 @@ def generate(model, chain=None, prompts=PROMPTS, **options):
     """New tokens of ``model.generate`` (greedy, no end-of-text), with ``chain`` as custom_generate."""
     ids, mask = left_padded(prompts)
     if chain is not None:
-        options["custom_generate"] = chain if callable(chain) else chain.as_hf_custom_generate(seed=0)
+        options["custom_generate"] = chain if callable(chain) else custom_generate(chain, seed=0)
     options = {"do_sample": False, "max_new_tokens": NEW, "min_new_tokens": NEW, "pad_token_id": 0,
                "eos_token_id": None, **options}
     out = model.model.generate(ids, attention_mask=mask, **options)
@@ -74,7 +74,7 @@ def test_stateful_processors_keep_their_state_across_generates_steps(models):
     ends exactly after n tokens and is then filled with the pad id, as generate does."""
     model, eos, n = models["gpt2"], 7, 4
     chain = Chain.from_names(("logit_bias", {"bias": {eos: 50.0}}), ("min_new_tokens", {"n": n}), "greedy")
-    fn = chain.as_hf_custom_generate()
+    fn = custom_generate(chain)
     out = generate(model, fn, eos_token_id=eos, min_new_tokens=0, pad_token_id=1)
     for row in out:
         assert eos not in row[:n] and row[n] == eos, row
@@ -92,4 +92,4 @@ def test_generates_own_processors_run_before_the_chain(models):
 def test_a_logits_only_chain_is_refused_with_the_reason():
     chain = Chain.from_names("top_k", "greedy").logits_stage()
     with pytest.raises(ValueError, match="no selector"):
-        chain.as_hf_custom_generate()
+        custom_generate(chain)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit[hf]'")
+transformers = pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit-lm[hf]'")
 
 import torch  # noqa: E402
 

@@ -248,3 +248,44 @@ def test_a_chain_that_fails_ends_its_own_requests_with_the_error_and_the_others_
     assert scheduler.waiting == 0
     last = [e for e in events if e.request is ok and e.finished]
     assert last[0].kept == len(results["ok"].samples[0].tokens)
+
+
+def test_a_model_without_attention_mask_serves_ragged_rows_by_padding_group():
+    """No attention_mask: each group of equally padded rows is fed unpadded (the engine's way),
+    so ragged requests share the batch and get their solo tokens."""
+    class NoMask(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = MODEL
+
+        def forward(self, ids):
+            return self.inner(ids)
+
+    requests = [Request(prompt=list(range(1, 2 + 3 * i)), id=i, seed=i, max_new_tokens=5, chain="greedy")
+                for i in range(3)]
+    plain = {r.id: r.samples[0].tokens for r in Scheduler(NoMask(), max_batch=3, batch_invariant=False).run(requests)}
+    assert plain == {r.id: solo(r)[0] for r in requests}
+
+
+def test_stop_token_ids_end_a_sample_after_the_token_which_is_kept():
+    request = Request(prompt=[5, 6], id="x", seed=0, max_new_tokens=8, chain="greedy")
+    free = solo(request)[0]
+    stopping = Request(prompt=[5, 6], id="x", seed=0, max_new_tokens=8, chain="greedy", stop_token_ids=(free[2],))
+    (result,) = Scheduler(MODEL, tokenizer=ENC, max_batch=2).run([stopping])
+    sample = result.samples[0]
+    assert sample.finish_reason == "stop" and sample.tokens == free[:free.index(free[2]) + 1]
+    assert sample.text == ENC.decode(sample.tokens)
+
+
+def test_requests_differing_only_in_values_share_one_chain_run_and_get_their_solo_tokens():
+    chains = [{"chain": [{"temperature": t}, {"top_k": {"k": k}}, "multinomial"]} for t, k in ((0.7, 20), (1.2, 40))]
+    requests = [Request(prompt=[3, 4 + i], id=i, seed=i, max_new_tokens=10, chain=chains[i % 2]) for i in range(4)]
+    scheduler = Scheduler(MODEL, tokenizer=ENC, max_batch=4)
+    for r in requests:
+        scheduler.submit(r)
+    scheduler.step()
+    assert len(scheduler.core.groups) == 1 and len(scheduler.rows) == 4  # one run, each row its own values
+    results = {}
+    while not scheduler.idle:
+        results.update({r.id: r.samples[0].tokens for r in scheduler.step()[1]})
+    assert results == {r.id: solo(r)[0] for r in requests}

@@ -166,6 +166,12 @@ class HFModel(nn.Module):
                     ids.append(i)
         return tuple(ids)
 
+    @functools.cached_property
+    def cache_joins(self) -> bool:
+        """Whether its caches are JoinableHFCaches (samplekit.protocol): read from the layer kinds
+        of an empty cache, which holds no tensors."""
+        return joinable(new_dynamic_cache(self.config))
+
     def new_cache(self, batch_size: int, rows: int | None = None) -> HFCache:
         """An empty ``DynamicCache``: transformers' own, growing as it fills, whatever the batch
         (``rows``, room for rows joining later, needs no reserving). A JoinableHFCache when every

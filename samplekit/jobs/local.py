@@ -1,47 +1,39 @@
 """Running jobs on this machine: the continuous-batching ``Scheduler``, ``max_batch`` rows.
 
 Prompts are encoded as ``samplekit generate`` encodes them (``encode_prompt``), lazily, as the
-scheduler draws requests. Each distinct chain is built once and shared by its requests, so they
-share one chain run in the batch. The Ray workers run the same ``serve``.
+scheduler draws requests. Each distinct chain is built once (the shared ``ChainCache``); requests
+whose chains differ only in per-row values share one chain run in the batch. The Ray workers run
+the same ``serve``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 
+from samplekit.chain_cache import ChainCache
 from samplekit.jobs import JobWarning
 from samplekit.jobs.inputs import Job
 from samplekit.jobs.models import ModelSpec
 from samplekit.jobs.outputs import sample_records
 
 
-class Chains:
-    """One Chain per distinct resolved chain config."""
+def job_chains() -> ChainCache:
+    """The shared chain cache (samplekit.chain_cache), building a job's resolved chain config."""
+    from samplekit.config import chain_from_config
 
-    def __init__(self):
-        self._built: dict[str, object] = {}
-
-    def get(self, spec: dict):
-        from samplekit.config import chain_from_config
-
-        key = json.dumps(spec, sort_keys=True, default=repr)
-        chain = self._built.get(key)
-        if chain is None:
-            chain = self._built[key] = chain_from_config(copy.deepcopy(spec), source="<job>")
-        return chain
+    return ChainCache(lambda spec: chain_from_config(copy.deepcopy(spec), source="<job>"))
 
 
 def serve(model, tokenizer, jobs: Iterable[Job], *, batch_size: int,
-          chains: Chains | None = None) -> Iterator[tuple[Job, list[dict]]]:
+          chains: ChainCache | None = None) -> Iterator[tuple[Job, list[dict]]]:
     """Run ``jobs`` through one Scheduler; yield each request's output lines as it finishes."""
     from samplekit.model.tokenizer import encode_prompt
     from samplekit.requests import Request
     from samplekit.scheduler import Scheduler
 
-    chains = chains or Chains()
+    chains = chains if chains is not None else job_chains()
     scheduler = Scheduler(model, tokenizer=tokenizer, max_batch=batch_size)
     if not scheduler.batch_invariant:
         warnings.warn(f"{type(model).__name__} has no batch-invariant mode: a request's tokens may depend on the "
