@@ -22,7 +22,7 @@ import torch
 from samplekit import checks
 from samplekit.env import env_flag
 from samplekit.errors import ConfigError, GenerationError, InteropError, ProcessorError
-from samplekit.processor import Processor, RowRandom, Selector, Stage, StepContext, run_seeds
+from samplekit.processor import Processor, RowRandom, RowSettings, Selector, Stage, StepContext, run_seeds
 from samplekit.selection import EmptyRowError, NonFiniteRowError, RowError
 from samplekit.strategy import DENSE, StepStrategy
 
@@ -52,6 +52,7 @@ class Chain:
         self.source = source
         self.fast_paths = fast_paths
         self.logits_only = logits_only
+        self._signature: tuple | None = None
 
     @classmethod
     def from_names(cls, *specs: str | tuple[str, dict], registry=None, **options: Any) -> "Chain":
@@ -67,23 +68,6 @@ class Chain:
         logits-only chain for interop (the same processor objects)."""
         return Chain(self.logits, checked=self.checked, source=self.source, logits_only=True)
 
-    def as_hf_logits_processor(self, *, seed: int | Sequence[int] | None = None, tokenizer=None,
-                               eos_token_ids: Sequence[int] = ()):
-        """This chain's logits stage (its processors before the selector) as a transformers
-        logits processor that keeps state across ``generate``'s steps (samplekit.interop); the
-        selection stays ``generate``'s own (greedy or sampling)."""
-        from samplekit.interop import LogitsAdapter
-
-        return LogitsAdapter(self, seed=seed, tokenizer=tokenizer, eos_token_ids=eos_token_ids)
-
-    def as_hf_custom_generate(self, *, seed: int | Sequence[int] | None = None, tokenizer=None):
-        """This whole chain, selector included, as transformers' ``generate(custom_generate=...)``
-        decoding loop (samplekit.hf.custom_generate; pass ``do_sample=False`` so that ``generate``
-        adds no warper of its own)."""
-        from samplekit.hf.custom_generate import ChainGenerate
-
-        return ChainGenerate(self, seed=seed, tokenizer=tokenizer)
-
     def describe(self) -> list[dict[str, Any]]:
         """The fully resolved chain, every parameter filled in (``config show``)."""
         return [{p.name: dict(p.settings)} for p in self.processors]
@@ -96,6 +80,67 @@ class Chain:
     def names(self) -> list[str]:
         return [p.name for p in self.processors]
 
+    def signature(self) -> tuple:
+        """Hashable; chains with equal signatures may share one ChainRun, each row with its own
+        values (``start(row_chains=...)``): the same processor classes in the same order, equal in
+        every setting that is not declared ``per_row`` (a processor without per-row parameters:
+        equal in all), and the same ``checked``, ``fast_paths`` and ``logits_only``."""
+        if self._signature is None:
+            self._signature = (self.logits_only, self.checked, self.fast_paths,
+                               tuple(_processor_signature(p) for p in self.processors))
+        return self._signature
+
+    def fill_to(self, template: "Chain") -> "Chain | None":
+        """This chain with ``template``'s signature, when a neutral value makes that possible: its
+        processors appear in ``template`` in the same order (equal outside their per-row values),
+        and each processor of ``template`` it lacks declares ``neutral`` values (temperature 1,
+        top-k off, a penalty of 0), with which it is added. None when it cannot be (a processor
+        of ``template`` without a neutral value, or one of this chain's that ``template`` lacks).
+        A row of the result gives the same tokens as this chain (up to the last-bit rounding
+        that separates the step strategies, samplekit.strategies.candidates)."""
+        if self.signature() == template.signature():
+            return self
+        if (self.logits_only, self.checked, self.fast_paths) != (template.logits_only, template.checked,
+                                                                 template.fast_paths):
+            return None
+        mine, filled = list(self.processors), []
+        for t in template.processors:
+            if mine and _processor_signature(mine[0]) == _processor_signature(t):
+                filled.append(mine.pop(0))
+            elif t.neutral is not None and all(n in t.per_row_params() for n in t.neutral):
+                filled.append(type(t)(**{**t.settings, **t.neutral}))
+            else:
+                return None
+        if mine:
+            return None
+        return Chain(filled, checked=self.checked, source=self.source, fast_paths=self.fast_paths,
+                     logits_only=self.logits_only)
+
+    def row_settings(self, row_chains: Sequence["Chain"], batch_size: int) -> dict:
+        """``StepContext.row_settings`` for rows whose own chains are ``row_chains`` (each with this
+        chain's signature): for each processor where some row's per-row values differ from this
+        chain's, every row's own processor."""
+        row_chains = list(row_chains)
+        if len(row_chains) != batch_size:
+            raise ValueError(f"{len(row_chains)} row chains for {batch_size} rows")
+        mine = self.signature()
+        for r, c in enumerate(row_chains):
+            if c is not self and c.signature() != mine:
+                raise ValueError(f"row {r}'s chain {c!r} cannot share a run with {self!r}: their signatures "
+                                 "differ (other processors, order, or settings that are not per-row)")
+        found: dict[int, RowSettings] = {}
+        for i, base in enumerate(self.processors):
+            if not base.per_row_params():
+                continue
+            settings = RowSettings(base, [c.processors[i] for c in row_chains])
+            if not settings.differs():
+                continue
+            if id(base) in found:
+                raise ValueError(f"{base!r} appears twice in {self!r}, and rows give it different values; "
+                                 "use a separate processor object at each place")
+            found[id(base)] = settings
+        return found
+
     def step_strategy(self) -> StepStrategy:
         """The strategy a new run uses: the first one a plugin offers, else dense."""
         if self.checked or not self.fast_paths or self.logits_only:
@@ -105,8 +150,13 @@ class Chain:
         return get_plugin_manager().hook.step_strategy(chain=self) or DENSE
 
     def start(self, batch_size: int, *, generator: torch.Generator | Sequence[torch.Generator] | None = None,
-              seeds: Sequence[int] | None = None, trace: int | None = None, **context: Any) -> "ChainRun":
+              seeds: Sequence[int] | None = None, trace: int | None = None,
+              row_chains: Sequence["Chain"] | None = None, **context: Any) -> "ChainRun":
         """Open one generation over ``batch_size`` rows.
+
+        ``row_chains``: each row's own chain (one per row, each with this chain's ``signature()``),
+        whose per-row parameter values that row uses; None: every row uses this chain's values.
+        Per-row values follow rows that leave (``keep_rows``) and join (``add_rows``).
 
         Randomness comes from ``seeds`` (one per row), ``generator`` (one for the batch, or one
         per row), or else per-row seeds drawn once from torch's global generator. ``trace``: record
@@ -120,7 +170,10 @@ class Chain:
             raise ValueError("pass seeds or generator, not both")
         else:
             random = RowRandom(generator, batch_size)
-        return ChainRun(self, StepContext(random=random, batch_size=batch_size, **context), trace=trace)
+        ctx = StepContext(random=random, batch_size=batch_size, **context)
+        if row_chains is not None:
+            ctx.row_settings = self.row_settings(row_chains, batch_size)
+        return ChainRun(self, ctx, trace=trace)
 
     def apply(self, input_ids: torch.Tensor | None, scores: torch.Tensor, *, seed: int | Sequence[int] | None = None,
               generator: torch.Generator | None = None) -> torch.Tensor:
@@ -138,7 +191,8 @@ class Chain:
 
 class ChainRun:
     """One generation through a chain: its rows' random streams and step counts, and each
-    processor's state. A strategy computes each step (samplekit.strategy)."""
+    processor's state. A strategy computes each step (samplekit.strategy). ``varies``: whether
+    some row now in the run carries per-row values other than the chain's own (``row_chains``)."""
 
     def __init__(self, chain: Chain, ctx: StepContext, trace: int | None = None):
         self.chain, self.ctx = chain, ctx
@@ -155,10 +209,23 @@ class ChainRun:
         self.selector_index = len(chain.processors) - 1
         self.strategy = chain.step_strategy()
         self.verified = False  # the first step runs densely and verifies every output
+        self._follow_values()
+
+    def _follow_values(self) -> None:
+        """Choose the strategy for the rows now in the run: one that does not read per-row values
+        (``StepStrategy.per_row_values``) serves only rows that all use the chain's own values."""
+        self.varies = any(s.differs() for s in self.ctx.row_settings.values())
+        self._strategy = self.strategy if not self.varies or self.strategy.per_row_values else DENSE
 
     @property
     def step(self) -> int:
         return self.ctx.step
+
+    @property
+    def active_strategy(self) -> StepStrategy:
+        """The strategy computing the steps of the rows now in the run (``strategy``, or dense
+        when rows carry values it cannot read: ``StepStrategy.per_row_values``)."""
+        return self._strategy
 
     # -- the step loop ------------------------------------------------------------------------
     def crop(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -176,7 +243,7 @@ class ChainRun:
             if self.tracer is not None:
                 tokens = self._select_traced(input_ids, scores)
             else:
-                tokens = self.strategy.select(self, input_ids, scores) if self.verified else None
+                tokens = self._strategy.select(self, input_ids, scores) if self.verified else None
                 if tokens is None:
                     tokens = self._select_dense(input_ids, scores)
         except Exception as exc:
@@ -207,22 +274,30 @@ class ChainRun:
         """Continue with only the rows at indices ``rows`` (finished rows leave the batch)."""
         self.states = [p.keep_rows(s, rows) for p, s in zip(self.chain.processors, self.states)]
         self.ctx.keep_rows(rows)
+        if self.ctx.row_settings:
+            self._follow_values()
 
     def add_rows(self, count: int, *, seeds: Sequence[int] | None = None,
-                 generator: Sequence[torch.Generator] | None = None, **context: Any) -> None:
+                 generator: Sequence[torch.Generator] | None = None, row_chains: Sequence[Chain] | None = None,
+                 **context: Any) -> None:
         """Rows that join the running generation, after the current rows: each processor starts
         their state (``start`` on them alone) and merges it (``join_rows``). ``seeds`` or one
-        ``generator`` per row (default: seeds from torch's global generator); ``context``:
-        their prompt_lengths and attention_mask. The caller sets the joined batch's
-        ``ctx.attention_mask`` before the next step."""
+        ``generator`` per row (default: seeds from torch's global generator); ``row_chains``:
+        each joining row's own chain (equal ``signature()``), whose per-row values it uses (None:
+        the run's chain's); ``context``: their prompt_lengths and attention_mask. The caller
+        sets the joined batch's ``ctx.attention_mask`` before the next step."""
         ctx = self.ctx
         random = RowRandom(generator, count) if generator is not None else \
             RowRandom.from_seeds(run_seeds(count) if seeds is None else seeds)
         joining = StepContext(random=random, batch_size=count, context_length=ctx.context_length,
                               eos_token_ids=ctx.eos_token_ids, tokenizer=ctx.tokenizer, extras=ctx.extras, **context)
+        if row_chains is not None:
+            joining.row_settings = self.chain.row_settings(row_chains, count)
         new = [p.start(count, joining) for p in self.chain.processors]
         self.states = [p.join_rows(s, n) for p, s, n in zip(self.chain.processors, self.states, new)]
         ctx.join(joining)
+        if ctx.row_settings:
+            self._follow_values()
 
     # -- for strategies ------------------------------------------------------------------------
     def apply(self, processors: list[tuple[Processor, int]], input_ids, scores: torch.Tensor) -> torch.Tensor:
@@ -309,6 +384,28 @@ class ChainRun:
                                   f"{str(exc)[:300]}; this is a bug in that plugin: report it to its authors, "
                                   "or leave it out of the chain")
         return exc
+
+
+def _processor_signature(p: Processor) -> tuple:
+    """``p``'s class and its settings that are not per-row (hashable)."""
+    settings = getattr(p, "settings", None)
+    if not isinstance(settings, dict):
+        return (type(p), id(p))  # built without declared settings: only itself is equal to it
+    per_row = set(p.per_row_params())
+    return (type(p), tuple((k, _freeze(v)) for k, v in sorted(settings.items()) if k not in per_row))
+
+
+def _freeze(value: Any) -> Any:
+    """A hashable form of a parameter value (mappings, lists, JSON)."""
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((_freeze(k), _freeze(v)) for k, v in value.items()), key=repr)))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_freeze(v) for v in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("repr", repr(value))
+    return (type(value).__name__, value)
 
 
 def _raised_by(exc: BaseException, processors: list[Processor]) -> Processor | None:

@@ -40,6 +40,7 @@ TOKEN_ID_LIMIT = 2**31  # token ids (int_list, token_list, token_bias keys) are 
 FLOAT32_MAX = 3.4028234663852886e38  # the largest finite float32
 FLOAT32_TINY = 1.1754943508222875e-38  # the smallest normal float32
 FLOAT32_RANGE = "a float32 holds 0 and magnitudes from 1.2e-38 to 3.4e38"
+MIN_DIVISOR = 1e-6  # a ``divisor`` (the logits are divided by it) is 0 where allowed, or at least this
 
 
 class _Refused(Exception):
@@ -52,7 +53,10 @@ class Param:
 
     ``low``/``high`` bound numbers (``*_open`` makes that end exclusive), and the values of a
     ``token_bias``; ``choices`` restricts strings; ``nullable`` admits ``None`` (meaning "not
-    set"); ``nonempty`` refuses empty strings (in a ``str`` or a ``str_list``).
+    set"); ``nonempty`` refuses empty strings (in a ``str`` or a ``str_list``). ``per_row``: the
+    value may differ between the rows of one run (the processor reads it with
+    ``Processor.row_value``; see samplekit.processor), so requests that differ only in it share
+    one chain run; a parameter that is not ``per_row`` must be equal for rows to share a run.
 
     Every type also has limits of its own: an integer without a declared bound on a side stays
     within ``INT_LIMIT`` (2**31 - 1) there; a token id is in [0, 2**31); a number must be finite
@@ -71,6 +75,8 @@ class Param:
     choices: tuple[str, ...] | None = None
     nullable: bool = False
     nonempty: bool = False
+    per_row: bool = False
+    divisor: bool = False  # the logits are divided by it: a nonzero value is at least MIN_DIVISOR
 
     def __post_init__(self):
         if self.type not in TYPES:
@@ -93,6 +99,8 @@ class Param:
             text += (" with values" if self.type == "token_bias" else "") + f" in {left}{lo}, {hi}{right}"
         if self.choices:
             text += " one of " + ", ".join(self.choices)
+        if self.divisor:
+            text += f", 0 or at least {MIN_DIVISOR:g}" if self._in_range(0) else f", at least {MIN_DIVISOR:g}"
         if self.nullable:
             text += " or null"
         return text
@@ -113,6 +121,9 @@ class Param:
                                  + self._limit_note(converted))
         if self.choices and converted not in self.choices:
             raise ParameterError(f"{where}: {shown} is not allowed; expected {self.allowed()}")
+        if self.divisor and converted != 0 and abs(converted) < MIN_DIVISOR:
+            raise ParameterError(f"{where}: {shown} is not allowed: the logits are divided by it, which overflows "
+                                 f"float32 (NaN or inf mid-generation); expected {self.allowed()}")
         return converted
 
     def _in_range(self, x: float) -> bool:
@@ -141,6 +152,7 @@ class Param:
             "required": self.required,
             "allowed": self.allowed(),
             "help": self.help,
+            "per_row": self.per_row,
         }
 
 

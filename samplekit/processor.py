@@ -18,6 +18,19 @@ step (their state from ``start`` on those rows alone, merged by ``join_rows``). 
 own step count (``ctx.steps``: tokens it has chosen so far) and prompt length. A row's output
 must not depend on which rows it shares the batch with, nor on when it joined: the conformance
 kit checks exactly that.
+
+Rows carry their own values. A parameter declared ``Param(..., per_row=True)`` may differ
+between the rows of one run: requests whose chains have the same processors in the same order,
+equal in every other parameter (``Chain.signature()``), share one chain run. Such a processor
+reads the value with ``self.row_value(ctx, "name", scores)``: its own scalar when every row has
+the same value, else a ``[B, 1]`` tensor on ``scores``' device (float32 for numbers, int64 for
+integers, bool for booleans), made from the rows' Python values exactly as the scalar would be
+converted, so a row's result is the same alone or among rows with other values.
+``self.row_values(ctx, "name")`` gives the list of every row's value (any type), and
+``self.row_processors(ctx)`` each row's own processor object; ``self.by_row_values(ctx,
+compute)`` runs a computation once per distinct set of values, each row taking its own (exact
+for anything row-wise). A processor without per-row parameters keeps working unchanged: rows
+share its run only when all its values are equal.
 """
 
 from __future__ import annotations
@@ -161,6 +174,8 @@ class StepContext:
     messages). ``prompt_lengths [B]`` is each row's real (unpadded) prompt length;
     ``attention_mask [B, T]`` is False on padding positions of ``input_ids`` (None when there
     is none); ``state`` is the calling processor's own state (what its ``start`` returned).
+    ``row_settings`` holds, for a processor whose rows carry their own values, each row's own
+    processor (read it through ``Processor.row_value``; empty when every row uses the chain's).
     A processor may end rows after this step with ``finish(rows, reason)`` (from ``accept``:
     a constraint that is complete, say); the token just chosen is kept.
     """
@@ -177,6 +192,7 @@ class StepContext:
     extras: dict = field(default_factory=dict)
     first_steps: torch.Tensor | None = None  # [B] the run step at which each row started; None: all at 0
     finished: dict[int, str] = field(default_factory=dict)  # row -> reason, set by finish()
+    row_settings: dict[int, "RowSettings"] = field(default_factory=dict)  # id(processor) -> its rows' own
     _latest_start: int = 0
 
     @property
@@ -206,6 +222,9 @@ class StepContext:
             if value is not None:
                 setattr(self, name, value.index_select(0, rows.to(value.device)))
         self._latest_start = int(self.first_steps.max()) if self.first_steps is not None and len(rows) else 0
+        if self.row_settings:
+            kept = rows.tolist()
+            self.row_settings = {k: v.keep(kept) for k, v in self.row_settings.items()}
 
     def join(self, other: "StepContext") -> None:
         """Append the rows of ``other`` (a context for rows joining at this step)."""
@@ -215,12 +234,93 @@ class StepContext:
         if self.prompt_lengths is not None or other.prompt_lengths is not None:
             self.prompt_lengths = torch.cat([_lengths(self), _lengths(other).to(_lengths(self).device)])
         self.random.join(other.random)
+        if self.row_settings or other.row_settings:
+            merged = {}
+            for key in {**self.row_settings, **other.row_settings}:
+                mine, theirs = self.row_settings.get(key), other.row_settings.get(key)
+                base = (mine or theirs).base
+                merged[key] = (mine or RowSettings(base, [base] * self.batch_size)).joined(
+                    theirs or RowSettings(base, [base] * other.batch_size))
+            self.row_settings = merged
         self.batch_size += other.batch_size
         self.attention_mask = None  # the caller sets the joined batch's mask before the next step
 
 
 def _lengths(ctx: StepContext) -> torch.Tensor:
     return ctx.prompt_lengths if ctx.prompt_lengths is not None else torch.zeros(ctx.batch_size, dtype=torch.long)
+
+
+class RowSettings:
+    """Each row's own processor at one place of a shared chain run: ``base`` is the run's chain's
+    processor there, ``own[r]`` row r's (its own chain's; ``base`` itself for rows without one).
+    Built by ChainRun; processors read it through ``Processor.row_value``."""
+
+    __slots__ = ("base", "own", "_shared", "_tensors", "_differs")
+
+    def __init__(self, base: "Processor", own: Sequence["Processor"]):
+        self.base, self.own = base, list(own)
+        self._shared: dict[str, tuple[bool, Any]] = {}  # name -> (all rows equal, that value)
+        self._tensors: dict[tuple, torch.Tensor] = {}  # (name, derive, device) -> [B, 1]
+        self._differs: bool | None = None
+
+    def values(self, name: str) -> list:
+        return [getattr(p, name) for p in self.own]
+
+    def shared(self, name: str) -> tuple[bool, Any]:
+        """(True, the value) when every row has the same value of ``name``, else (False, None)."""
+        found = self._shared.get(name)
+        if found is None:
+            values = self.values(name)
+            first = values[0] if values else getattr(self.base, name)
+            found = self._shared[name] = (all(_same_value(v, first) for v in values), first)
+        return found
+
+    def differs(self) -> bool:
+        """Whether some row's per-row value differs from ``base``'s (the chain's own)."""
+        if self._differs is None:
+            names, base = self.base.per_row_params(), self.base
+            self._differs = any(not _same_value(getattr(p, n), getattr(base, n)) for p in self.own if p is not base
+                                for n in names)
+        return self._differs
+
+    def tensor(self, name: str, like: torch.Tensor | None, derive=None) -> torch.Tensor:
+        """``[B, 1]``: each row's value (through ``derive``), typed as a scalar would convert."""
+        device = like.device if like is not None else torch.device("cpu")
+        key = (name, derive, device)
+        found = self._tensors.get(key)
+        if found is None:
+            values = self.values(name)
+            if derive is not None:
+                values = [derive(v) for v in values]
+            kind = torch.bool if isinstance(values[0], bool) else torch.long if isinstance(values[0], int) \
+                else torch.float32
+            found = self._tensors[key] = torch.tensor(values, dtype=kind).view(-1, 1).to(device)
+        return found
+
+    def keep(self, rows: Sequence[int]) -> "RowSettings":
+        return RowSettings(self.base, [self.own[i] for i in rows])
+
+    def joined(self, other: "RowSettings") -> "RowSettings":
+        return RowSettings(self.base, self.own + other.own)
+
+
+def _freeze_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ("dict", tuple(sorted(((repr(k), _freeze_value(v)) for k, v in value.items()))))
+    if isinstance(value, (list, tuple)):
+        return ("list", tuple(_freeze_value(v) for v in value))
+    return (type(value).__name__, value if getattr(type(value), "__hash__", None) else repr(value))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - values that cannot be compared are not equal
+        return False
 
 
 def default_context(batch_size: int, generator: torch.Generator | None = None, **kwargs) -> StepContext:
@@ -231,6 +331,12 @@ def default_context(batch_size: int, generator: torch.Generator | None = None, *
 class Processor:
     """Base class of every processor. Subclasses set the class attributes and override the
     method of their stage: ``process`` (LOGITS), ``select`` (SELECTOR) or ``crop`` (CONTEXT).
+
+    Per-row values: declare a parameter ``Param(..., per_row=True)`` and read it in the stage
+    method (and in ``start``) with ``self.row_value(ctx, name, scores)``, never as
+    ``self.name``; the conformance kit checks that each row's result is the same alone and
+    among rows with other values. ``neutral`` names per-row values that make the processor a
+    no-op, so a chain without it can share a run with one that has it.
 
     Declared traits (checked by ``samplekit.testing`` and used by the chain linter):
     ``keeps_argmax`` (a row's largest logit stays among its largest), ``is_filter`` (only sets
@@ -258,6 +364,22 @@ class Processor:
     # logit that reads only the logit and its row's maximum, e.g. temperature).
     candidate_safe: ClassVar[bool] = False
     commutes_with_top_k: ClassVar[bool] = False
+    # Promises that let a step strategy recognise plain sampling without knowing the classes
+    # (samplekit-native's C kernel), trusted and checked the same way: ``samples_by_inverse_cdf``
+    # (a selector whose ``select`` draws one uniform u per row, ``ctx.random.uniform(1)``, and
+    # returns ``inverse_cdf_sample(scores, u)``: exact softmax sampling in token-id order) and
+    # ``divides_logits_by()`` (a method, not defined here: T > 0 when ``process`` returns
+    # ``scores / T`` on every row, else None). A top-k declares ``keeps_top(vocab_size)``; a top-p
+    # ``nucleus_p()`` and a min-p ``min_p_ratio()`` (p when ``process`` is exactly built-in top-p's
+    # or min-p's filter with that p, else None).
+    samples_by_inverse_cdf: ClassVar[bool] = False
+    # Values of this processor's per-row parameters that make it a no-op (temperature 1, top-k
+    # off, a penalty of 0): a chain without it may share a run with chains that have it
+    # (``Chain.fill_to``). None: it has no such values.
+    neutral: ClassVar[dict[str, Any] | None] = None
+    # The parameter a bare config value sets (``top_p: 0.9`` is ``top_p: {p: 0.9}``). None: the
+    # only parameter, when there is exactly one.
+    primary: ClassVar[str | None] = None
 
     def __init__(self, *, _where: str | None = None, **values: Any):
         self.settings = validate_params(self.params, values, _where or self.name)
@@ -283,6 +405,68 @@ class Processor:
         step counts (``ctx.steps``) or state that ``accept``/``select`` update. Such a processor
         cannot be called bare as ``(input_ids, scores)``. Default: it overrides ``accept``."""
         return type(self).accept is not Processor.accept
+
+    # -- values per row -------------------------------------------------------------------------
+    @classmethod
+    def per_row_params(cls) -> tuple[str, ...]:
+        """The names of the parameters declared ``per_row`` (they may differ between rows of a run)."""
+        return tuple(p.name for p in cls.params if p.per_row)
+
+    def row_value(self, ctx: StepContext | None, name: str, like: torch.Tensor | None = None, derive=None):
+        """Parameter ``name`` for the rows of ``ctx``: ``derive(value)`` (or the value) as a Python
+        scalar when every row has the same, else a ``[B, 1]`` tensor on ``like``'s device (float32
+        for numbers, int64 for integers, bool for booleans) made from each row's
+        ``derive(value)``: compute what depends on the value only (``1 - p``) in ``derive`` so
+        that both forms round alike. ``derive`` should be a module-level function (the tensor is
+        cached per function until rows join or leave)."""
+        rows = ctx.row_settings.get(id(self)) if ctx is not None and ctx.row_settings else None
+        if rows is not None:
+            equal, value = rows.shared(name)
+            if not equal:
+                return rows.tensor(name, like, derive)
+        else:
+            value = getattr(self, name)
+        return value if derive is None else derive(value)
+
+    def row_values(self, ctx: StepContext | None, name: str) -> list:
+        """Every row's value of ``name`` (one per row of ``ctx``, any type)."""
+        rows = ctx.row_settings.get(id(self)) if ctx is not None and ctx.row_settings else None
+        if rows is not None:
+            return rows.values(name)
+        return [getattr(self, name)] * (ctx.batch_size if ctx is not None else 1)
+
+    def row_processors(self, ctx: StepContext | None) -> list["Processor"]:
+        """Each row's own processor (``self`` for rows that use the chain's)."""
+        rows = ctx.row_settings.get(id(self)) if ctx is not None and ctx.row_settings else None
+        return list(rows.own) if rows is not None else [self] * (ctx.batch_size if ctx is not None else 1)
+
+    def by_row_values(self, ctx: StepContext | None, compute) -> torch.Tensor:
+        """``compute(values)`` for each distinct set of per-row values (``values``: this
+        processor's per-row parameters as a dict of Python values; ``compute`` returns a result
+        ``[B, ...]`` for the whole batch, as if every row had them), each row taking its own: exact
+        by construction for any row-wise computation, at one call per distinct set (one call
+        when every row shares them)."""
+        names = self.per_row_params()
+        rows = ctx.row_settings.get(id(self)) if ctx is not None and ctx.row_settings else None
+        if rows is None:
+            return compute({n: getattr(self, n) for n in names})
+        keys = [tuple((n, _freeze_value(getattr(p, n))) for n in names) for p in rows.own]
+        distinct = list(dict.fromkeys(keys))
+        first = rows.own[keys.index(distinct[0])]
+        out = compute({n: getattr(first, n) for n in names})
+        if len(distinct) == 1:
+            return out
+        for key in distinct[1:]:
+            own = rows.own[keys.index(key)]
+            mine = torch.tensor([k == key for k in keys], device=out.device)
+            out = torch.where(mine.view(-1, *[1] * (out.dim() - 1)), compute({n: getattr(own, n) for n in names}), out)
+        return out
+
+    def shares_values(self, ctx: StepContext | None) -> bool:
+        """Whether every row of ``ctx`` has this processor's own per-row values (a fast path that
+        reads ``self``'s values directly may run)."""
+        rows = ctx.row_settings.get(id(self)) if ctx is not None and ctx.row_settings else None
+        return rows is None or not rows.differs()
 
     # -- per-generation life cycle ------------------------------------------------------------
     def start(self, batch_size: int, ctx: StepContext) -> Any:

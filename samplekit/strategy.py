@@ -8,9 +8,12 @@ a run starts, and the first strategy offered serves the whole run. samplekit's o
 ``SAMPLEKIT_BLOCK_PLUGINS`` turns any of them off.
 
 A strategy must choose the tokens the dense path would. It relies on promises that processors
-declare (``keeps_top``, ``commutes_with_top_k``, ``candidate_safe``, ``filter_candidates``,
-``process_candidates``, ``select_candidates``); ``promised`` reads them, and the conformance kit
-checks each one against the processor's dense behaviour.
+declare (``keeps_top``, ``keeps_top_rows``, ``commutes_with_top_k``, ``candidate_safe``,
+``filter_candidates``, ``process_candidates``, ``select_candidates``); ``promised`` reads them,
+and the conformance kit checks each one against the processor's dense behaviour. A run whose rows
+carry their own values (``ChainRun.varies``) is served only by a strategy that declares
+``per_row_values`` (it reads the values through the processors); any other computes its steps
+densely.
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ class StepStrategy:
     its own state) and ``run.selector_context()``; it must not call ``accept`` (the run does)."""
 
     name: ClassVar[str] = "dense"
+    # Whether ``select`` serves rows that carry their own values (it reads per-row parameters
+    # through the processors, ``Processor.row_value``). A run whose rows' values differ from the
+    # chain's own computes its steps densely unless its strategy declares this.
+    per_row_values: ClassVar[bool] = False
 
     def select(self, run: "ChainRun", input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor | None:
         return None

@@ -29,7 +29,24 @@ EXAMPLES: dict[str, dict] = {
     "banned_tokens": {"params": {"tokens": [1, 2]}, "vocab": (3, 48)},
     "min_new_tokens": {"params": {"n": 2, "eos_token_ids": [0]}},
     "dynamic_temperature": {"params": {"range": 0.5}},
+    "top_h": {"params": {"top_h": 0.5}},
+    "smoothing": {"params": {"factor": 0.7}},
+    "adaptive_p": {"params": {"target": 0.3, "decay": 0.5}},
+    "sequence_bias": {"params": {"bias": [[[1, 2], -3.0], [[0], 1.5]]}, "vocab": (3, 48)},
+    "banned_sequences": {"params": {"sequences": [[1, 2], [0]]}, "vocab": (3, 48)},
 }
+# Further settings worth the kit's checks: parameters away from their defaults (penalty windows,
+# top_k's min_tokens_to_keep, the newer samplers' second parameters).
+VARIANTS: list[tuple[str, dict]] = [
+    ("top_k", {"params": {"k": 2, "min_tokens_to_keep": 5}}),
+    ("repetition_penalty", {"params": {"penalty": 1.3, "last_n": 3}}),
+    ("frequency_penalty", {"params": {"penalty": 0.5, "last_n": 2}}),
+    ("frequency_penalty", {"params": {"penalty": 0.5, "scope": "history", "last_n": 4}}),
+    ("presence_penalty", {"params": {"penalty": 0.5, "last_n": 1}}),
+    ("top_h", {"params": {"top_h": 0.9, "top_n": 5}}),
+    ("smoothing", {"params": {"factor": 2.0, "curve": 3.0}}),
+    ("adaptive_p", {"params": {"target": 0.9, "decay": 0.0}}),
+]
 
 
 def _builtin_names() -> list[str]:
@@ -40,6 +57,11 @@ def _builtin_names() -> list[str]:
 @pytest.mark.parametrize("name", _builtin_names())
 def test_builtin_processor_passes_the_conformance_kit(name):
     check_processor(name, examples=20, **EXAMPLES.get(name, {}))
+
+
+@pytest.mark.parametrize("name, example", VARIANTS, ids=[f"{n}-{e['params']}" for n, e in VARIANTS])
+def test_builtin_processor_with_other_settings_passes_the_conformance_kit(name, example):
+    check_processor(name, examples=20, **example)
 
 
 def test_processor_conformance_fixture_is_check_processor(processor_conformance):
@@ -253,6 +275,16 @@ class ForgetsJoiningRows(Processor):
         return scores - ctx.state.to(scores.dtype)[:, None] * (torch.arange(scores.shape[-1]) == 0)
 
 
+class ReadsItsOwnValue(Processor):
+    """Declares its scale per row, but reads ``self.value``: every row gets the run's value."""
+
+    name = "reads_its_own_value"
+    params = (Param("value", "float", 1.0, "the scale", low=0.0, low_open=True, per_row=True),)
+
+    def process(self, input_ids, scores, ctx):
+        return scores * self.value  # the bug: self.row_value(ctx, "value", scores)
+
+
 class CountsRunSteps(Processor):
     """Bans token 0 for the first two steps, counting the run's steps instead of each row's."""
 
@@ -278,6 +310,27 @@ class FalseKeepsTop(Processor):
     def process(self, input_ids, scores, ctx):
         kth = scores.topk(min(3, scores.shape[-1]), dim=-1).values[:, -1:]
         return scores.masked_fill(scores < kth, float("-inf"))
+
+
+class FalseKeepsTopRows(Processor):
+    """Keeps each row's own k, but ``keeps_top_rows`` reports the run's k for every row."""
+
+    name = "false_keeps_top_rows"
+    params = (Param("k", "int", 2, "how many to keep", low=1, per_row=True),)
+    is_filter = keeps_argmax = True
+
+    def keeps_top(self, vocab_size):
+        return self.k if self.k < vocab_size else None
+
+    def keeps_top_rows(self, vocab_size, ctx):
+        return [self.keeps_top(vocab_size)] * ctx.batch_size  # the bug: self.row_values(ctx, "k")
+
+    def process(self, input_ids, scores, ctx):
+        out = []
+        for row, k in zip(scores, self.row_values(ctx, "k")):
+            kth = row.topk(min(k, row.shape[-1])).values[-1]
+            out.append(row.masked_fill(row < kth, float("-inf")))
+        return torch.stack(out)
 
 
 class FalseCommutes(Processor):
@@ -387,7 +440,9 @@ BROKEN = [
     (CandidatesDisagree, "filter_candidates agrees with process"),
     (ForgetsJoiningRows, "rows join and leave"),
     (CountsRunSteps, "rows join and leave"),
+    (ReadsItsOwnValue, "rows carry their own values"),
     (FalseKeepsTop, "declares keeps_top"),
+    (FalseKeepsTopRows, "declares keeps_top_rows"),
     (FalseCommutes, "declares commutes_with_top_k"),
     (FalseCandidateSafe, "declares candidate_safe"),
     (FalseProcessCandidates, "declares process_candidates"),

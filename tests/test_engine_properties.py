@@ -108,7 +108,8 @@ def test_a_top_p_finds_its_own_candidates_after_any_prefix():
                               ("multinomial", {})], "filter-found candidates"),
                             ([("temperature", {"value": 0.7}), ("top_k", {"k": 5}), ("top_p", {"p": 0.9}),
                               ("multinomial", {})], "top-k candidates")):
-        assert _strategy(specs) == strategy, specs
+        # a plugin may serve the same candidates faster (samplekit-native: "top-k candidates (C kernel)")
+        assert _strategy(specs).startswith(strategy), specs
 
 
 def test_a_subclass_overriding_process_is_not_trusted_with_its_parents_fast_path_traits():

@@ -49,13 +49,13 @@ def candidate_steps(monkeypatch, kernel):
 
         monkeypatch.setattr(selector, "select_candidates", counted)
     if native is not None:
-        original_draw = native.TopKSampler.draw
+        original_draw = native.Kernel.draw
 
-        def counted_draw(self, k, uniforms):
-            seen.append((self.size[0], k))
-            return original_draw(self, k, uniforms)
+        def counted_draw(self, uniforms):
+            seen.append(self.size[:2])
+            return original_draw(self, uniforms)
 
-        monkeypatch.setattr(native.TopKSampler, "draw", counted_draw)
+        monkeypatch.setattr(native.Kernel, "draw", counted_draw)
     return seen
 
 
@@ -285,3 +285,20 @@ def test_a_row_emptied_after_the_top_k_is_an_error_naming_it():
     run.verified = True  # the candidate path from the first step
     with pytest.raises(GenerationError, match=r"row\(s\) \[1\]"):
         run.select(ids, torch.randn(3, 10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), rows=st.integers(1, 5), vocab=st.integers(2, 300), data=st.data())
+def test_largest_gives_topks_values_with_ids_that_hold_them(seed, rows, vocab, data):
+    """Invariant: ``largest`` (numpy's partition on the CPU) returns topk's values in its order,
+    and ids whose logits are those values, ties and -inf included."""
+    from samplekit.largest import largest
+
+    n = data.draw(st.integers(1, vocab), label="n")
+    g = torch.Generator().manual_seed(seed)
+    scores = (torch.randn(rows, vocab, generator=g) * 3).round()  # many ties
+    scores = scores.masked_fill(torch.rand(rows, vocab, generator=g) < 0.2, float("-inf"))
+    values, ids = largest(scores, n)
+    assert torch.equal(values, scores.topk(n, dim=-1).values)
+    assert torch.equal(scores.gather(-1, ids), values)
+    assert all(len(set(row)) == n for row in ids.tolist())

@@ -15,6 +15,7 @@ class ContextWindow(ContextProcessor):
 
     name = "context_window"
     keeps_last_window = True
+    primary = "context_length"
     params = (
         Param("context_length", "int", None, "tokens the model sees; null means the model's context_length",
               low=1, nullable=True),

@@ -32,9 +32,10 @@ class EpsilonCutoff(Processor):
 
     name = "epsilon_cutoff"
     aliases = ("epsilon",)
+    primary = "epsilon"
     params = (
         Param("epsilon", "float", 3e-4, "remove tokens with probability below this",
-              low=0.0, high=1.0, low_open=True, high_open=True),
+              low=0.0, high=1.0, low_open=True, high_open=True, per_row=True),
         MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
@@ -42,7 +43,11 @@ class EpsilonCutoff(Processor):
     vocab_symmetric = True
 
     def process(self, input_ids, scores, ctx):
-        return _cut_below(scores, scores.softmax(dim=-1), self.epsilon, self.min_tokens_to_keep)
+        probs = scores.softmax(dim=-1)
+        epsilon = self.row_value(ctx, "epsilon", scores)  # a number, or (B, 1) per row
+        if isinstance(epsilon, torch.Tensor):
+            epsilon = epsilon.to(probs.dtype)  # compared in the probabilities' dtype, as a number is
+        return _cut_below(scores, probs, epsilon, self.min_tokens_to_keep)
 
 
 class EtaCutoff(Processor):
@@ -57,9 +62,10 @@ class EtaCutoff(Processor):
 
     name = "eta_cutoff"
     aliases = ("eta",)
+    primary = "epsilon"
     params = (
         Param("epsilon", "float", 3e-4, "the eta parameter: the largest threshold",
-              low=0.0, high=1.0, low_open=True, high_open=True),
+              low=0.0, high=1.0, low_open=True, high_open=True, per_row=True),
         MIN_TOKENS_TO_KEEP,
     )
     keeps_argmax = True
@@ -72,9 +78,14 @@ class EtaCutoff(Processor):
         log_probs = scores - scores.logsumexp(dim=-1, keepdim=True)
         p_log_p = log_probs.clamp(min=torch.finfo(log_probs.dtype).min) * log_probs.softmax(dim=-1)
         entropy = -p_log_p.sum(dim=-1, keepdim=True)  # (B, 1); NaN for a row of all -inf
-        eps = torch.tensor(self.epsilon, device=scores.device)  # float32, as Hugging Face
-        eta = torch.minimum(eps, eps.sqrt() * torch.exp(-entropy))  # (B, 1)
-        return _cut_below(scores, probs, eta, self.min_tokens_to_keep)
+        surprise = torch.exp(-entropy)  # (B, 1)
+
+        def cut(values: dict) -> torch.Tensor:  # each row's own epsilon, computed as for one number
+            eps = torch.tensor(values["epsilon"], device=scores.device)  # float32, as Hugging Face
+            eta = torch.minimum(eps, eps.sqrt() * surprise)  # (B, 1)
+            return _cut_below(scores, probs, eta, self.min_tokens_to_keep)
+
+        return self.by_row_values(ctx, cut)
 
 
 @hookimpl

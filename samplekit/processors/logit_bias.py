@@ -66,7 +66,10 @@ class LogitBias(_TokenProcessor):
     """
 
     name = "logit_bias"
-    params = (Param("bias", "token_bias", {}, "token id or single-token string -> added to its logit"),)
+    params = (Param("bias", "token_bias", {}, "token id or single-token string -> added to its logit",
+                    per_row=True),)
+    shared_state = False  # one resolved bias per row (rows may carry their own)
+    neutral = {"bias": {}}
 
     def __init__(self, **values):
         super().__init__(**values)
@@ -76,6 +79,12 @@ class LogitBias(_TokenProcessor):
                                      "finite number or -inf (a ban)")
 
     def start(self, batch_size, ctx):
+        """One resolved bias per row (a list; rows with the same processor share one object)."""
+        made: dict[int, dict] = {}
+        return [made[id(p)] if id(p) in made else made.setdefault(id(p), p._resolve(ctx))
+                for p in self.row_processors(ctx)]
+
+    def _resolve(self, ctx) -> dict:
         resolved: dict[int, tuple[Any, float]] = {}
         for token, value in self.bias.items():
             tid = resolve_token(token, ctx.tokenizer, f"{self.name}.bias")
@@ -92,7 +101,18 @@ class LogitBias(_TokenProcessor):
         }
 
     def process(self, input_ids, scores, ctx):
-        state = self._state(scores, ctx)
+        rows = self._state(scores, ctx)
+        first = rows[0] if rows else None
+        if all(r is first for r in rows):
+            return scores if first is None else self._add(first, scores)
+        out = None
+        for state in {id(r): r for r in rows}.values():  # each distinct bias on the batch, rows taking theirs
+            mine = torch.tensor([r is state for r in rows], device=scores.device)[:, None]  # (B, 1)
+            biased = self._add(state, scores)
+            out = biased if out is None else torch.where(mine, biased, out)
+        return out
+
+    def _add(self, state: dict, scores: torch.Tensor) -> torch.Tensor:
         if state["max_id"] < 0:
             return scores
         _check_vocab(self.name, state["max_id"], scores.shape[-1])

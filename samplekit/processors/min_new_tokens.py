@@ -25,24 +25,28 @@ class MinNewTokens(Processor):
 
     name = "min_new_tokens"
     aliases = ("min_tokens",)
+    primary = "n"
     params = (
-        Param("n", "int", 1, "tokens to generate before end-of-text is allowed", low=0),
+        Param("n", "int", 1, "tokens to generate before end-of-text is allowed", low=0, per_row=True),
         Param("eos_token_ids", "int_list", None, "end-of-text ids; null means the tokenizer's", nullable=True),
     )
     is_filter = True
+    neutral = {"n": 0}
 
     def tracks_generation(self) -> bool:
         return True  # counts each row's tokens so far
 
     def process(self, input_ids, scores, ctx):
         eos = self.eos_token_ids if self.eos_token_ids is not None else ctx.eos_token_ids
-        if ctx.fewest_steps >= self.n or not eos:
+        n = self.row_value(ctx, "n")  # a number, or (B, 1) per row (on the CPU, as ctx.steps)
+        most = n if not isinstance(n, torch.Tensor) else max(self.row_values(ctx, "n"))
+        if ctx.fewest_steps >= most or not eos:
             return scores
         if max(eos) >= scores.shape[-1]:
             raise ParameterError(f"{self.name}.eos_token_ids: token id {max(eos)} is outside the vocabulary "
                                  f"of {scores.shape[-1]} tokens")
         ids = torch.tensor(sorted(set(eos)), dtype=torch.long, device=scores.device)
-        early = ctx.steps < self.n  # (B,) rows still below n tokens
+        early = ctx.steps < (n if not isinstance(n, torch.Tensor) else n.view(-1))  # (B,) rows below their n
         if bool(early.all()):
             return scores.index_fill(1, ids, float("-inf"))
         banned = torch.zeros(scores.shape[-1], dtype=torch.bool, device=scores.device).index_fill_(0, ids, True)

@@ -29,25 +29,42 @@ class MinP(Processor):
     """
 
     name = "min_p"
+    primary = "p"
     params = (
         Param("p", "float", 0.05, "keep tokens with probability >= p * the largest probability",
-              low=0.0, high=1.0),
+              low=0.0, high=1.0, per_row=True),
         MIN_TOKENS_TO_KEEP,
     )
+    neutral = {"p": 0.0}
     keeps_argmax = True
     is_filter = True
     vocab_symmetric = True
     candidate_safe = True  # reads only the finite logits' values: runs on top-k candidates
 
+    def min_p_ratio(self) -> float | None:
+        """p when ``process`` keeps exactly the logits ``>= max_logit + log(p)`` (float32)
+        (``min_tokens_to_keep`` 1; p = 0 a no-op), else None: a promise step strategies trust
+        (samplekit.processor; samplekit-native's kernel reads it)."""
+        return self.p if self.min_tokens_to_keep == 1 else None
+
     def process(self, input_ids, scores, ctx):
-        if self.p == 0.0:
+        log_p = self.row_value(ctx, "p", scores, _log)  # log(p): a number, or (B, 1) per row
+        if not isinstance(log_p, torch.Tensor) and log_p == _NEG_INF:
             return scores
-        threshold = scores.amax(dim=-1, keepdim=True) + math.log(self.p)  # (B, 1)
+        # (B, 1), rounded to the scores' dtype as a number's sum is; -inf where p = 0: nothing removed
+        threshold = (scores.amax(dim=-1, keepdim=True) + log_p).to(scores.dtype)
         k = min(self.min_tokens_to_keep, scores.shape[-1])
         if k > 1:
             kth = scores.topk(k, dim=-1).values[..., -1:]  # (B, 1)
             threshold = torch.minimum(threshold, kth)
         return scores.masked_fill(scores < threshold, float("-inf"))
+
+
+_NEG_INF = float("-inf")
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else _NEG_INF
 
 
 @hookimpl

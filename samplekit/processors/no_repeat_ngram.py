@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from samplekit.hookspecs import hookimpl
-from samplekit.params import Param
+from samplekit.params import INT_LIMIT, Param
 from samplekit.processor import Processor
 
 
@@ -24,12 +24,15 @@ class NoRepeatNGram(Processor):
 
     name = "no_repeat_ngram"
     aliases = ("no_repeat_ngram_size",)
-    params = (Param("size", "int", 3, "the n-gram length that may occur only once", low=1),)
+    params = (Param("size", "int", 3, "the n-gram length that may occur only once", low=1, per_row=True),)
     is_filter = True
     needs_history = True
+    neutral = {"size": INT_LIMIT}  # longer than any history: bans nothing
 
     def process(self, input_ids, scores, ctx):
-        n = self.size
+        return self.by_row_values(ctx, lambda values: self._ban(input_ids, scores, ctx, values["size"]))
+
+    def _ban(self, input_ids, scores, ctx, n: int):
         if input_ids is None or input_ids.shape[1] < n:
             return scores
         vocab_size = scores.shape[-1]

@@ -38,6 +38,7 @@ class Multinomial(Selector):
     keeps_argmax = False
     vocab_symmetric = True
     random = True
+    samples_by_inverse_cdf = True  # one uniform per row, inverse_cdf_sample (samplekit.processor)
 
     def select(self, input_ids, scores, ctx):
         row_max = scores.amax(dim=-1, keepdim=True)  # (B, 1)

@@ -23,8 +23,9 @@ class TopNSigma(Processor):
     """
 
     name = "top_n_sigma"
+    primary = "n"
     params = (Param("n", "float", 1.0, "how many standard deviations below the maximum to keep", low=0.0,
-                    low_open=True),)
+                    low_open=True, per_row=True),)
     keeps_argmax = True
     is_filter = True
     vocab_symmetric = True
@@ -36,7 +37,8 @@ class TopNSigma(Processor):
         count = finite.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, 1)
         mean = x.where(finite, 0.0).sum(dim=-1, keepdim=True) / count
         var = (x - mean).square().where(finite, 0.0).sum(dim=-1, keepdim=True) / count
-        threshold = x.amax(dim=-1, keepdim=True) - self.n * var.sqrt()  # (B, 1)
+        n = self.row_value(ctx, "n", scores)  # a number, or (B, 1) per row
+        threshold = x.amax(dim=-1, keepdim=True) - n * var.sqrt()  # (B, 1)
         return scores.masked_fill(x < threshold, float("-inf"))
 
 

@@ -26,17 +26,22 @@ class TypicalP(Processor):
 
     name = "typical_p"
     aliases = ("typical",)
+    primary = "mass"
     params = (
         Param("mass", "float", 0.9, "probability mass of the most typical tokens to keep; 1 keeps everything",
-              low=0.0, high=1.0, low_open=True),
+              low=0.0, high=1.0, low_open=True, per_row=True),
         Param("min_tokens_to_keep", "int", 1, "keep at least this many of the most typical tokens", low=1),
     )
     keeps_argmax = False
     is_filter = True
     vocab_symmetric = True
+    neutral = {"mass": 1.0}
 
     def process(self, input_ids, scores, ctx):
-        if self.mass == 1.0:
+        return self.by_row_values(ctx, lambda values: self._typical(scores, values["mass"]))
+
+    def _typical(self, scores, mass: float):
+        if mass == 1.0:
             return scores
         log_probs = torch.nn.functional.log_softmax(scores, dim=-1)  # (B, V)
         # -inf logits give 0 * -inf = NaN terms; nansum drops them (they carry no probability).
@@ -44,7 +49,7 @@ class TypicalP(Processor):
         shifted = (-log_probs - entropy).abs()  # (B, V): distance of each surprisal from H
         sorted_shifted, order = shifted.sort(dim=-1)
         cumulative = scores.gather(-1, order).softmax(dim=-1).cumsum(dim=-1)  # (B, V)
-        last = (cumulative < self.mass).sum(dim=-1, keepdim=True)  # (B, 1)
+        last = (cumulative < mass).sum(dim=-1, keepdim=True)  # (B, 1)
         last = torch.maximum(last, torch.full_like(last, self.min_tokens_to_keep - 1))
         last = last.clamp(max=scores.shape[-1] - 1)
         limit = sorted_shifted.gather(-1, last)  # (B, 1)

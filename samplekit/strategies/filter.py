@@ -17,6 +17,7 @@ from samplekit.strategy import StepStrategy, promised
 
 class FilterCandidates(StepStrategy):
     name = "filter-found candidates"
+    per_row_values = True  # the processors read their rows' values; the filter finds each row's candidates
 
     def __init__(self, prefix: Pairs, producer: tuple, suffix: Pairs):
         self.prefix, self.producer, self.suffix = prefix, producer, suffix

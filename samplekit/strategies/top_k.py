@@ -14,6 +14,11 @@ When a chain holds a top-k (a processor with ``keeps_top(vocab_size) -> k | None
 4. the k candidates in token-id order through the processors after the top-k (each
    ``candidate_safe`` or with ``process_candidates``), then the selector's
    ``select_candidates`` (``samplekit.strategies.candidates``).
+
+Rows with their own k (``keeps_top_rows``): one ``topk`` of the largest k + 1, each row's checks
+at its own k-th place, and the candidates past a row's own k set to -inf (they add exactly 0 to
+its distribution). A step where some row keeps every token goes to the filter-found candidates
+strategy when the chain has one (samplekit.strategies.filter), else densely.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from __future__ import annotations
 import torch
 
 from samplekit.hookspecs import hookimpl
+from samplekit.largest import largest
 from samplekit.selection import EmptyRowError, NonFiniteRowError
 from samplekit.strategies.candidates import Pairs, runs_on_candidates, select_among, selects_candidates
+from samplekit.strategies.filter import FilterCandidates
+from samplekit.strategies.filter import plan as filter_plan
 from samplekit.strategy import StepStrategy, promised
 
 _NEG_INF = float("-inf")
@@ -31,19 +39,37 @@ _INF = float("inf")
 
 class TopKCandidates(StepStrategy):
     name = "top-k candidates"
+    per_row_values = True
 
-    def __init__(self, dense: Pairs, prefix: Pairs, producer, suffix: Pairs, index: int):
+    def __init__(self, dense: Pairs, prefix: Pairs, producer, suffix: Pairs, index: int,
+                 fallback: StepStrategy | None = None):
         self.dense, self.prefix, self.producer, self.suffix = dense, prefix, producer, suffix
         self.index = index  # the producer's place in the chain
+        # For a step where some row keeps every token: the filter-found candidates (found from
+        # the run's chain when first needed, unless given).
+        self._fallback, self._planned = fallback, fallback is not None
         self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
+        self._rows: tuple | None = None  # (each row's k, its columns [B, 3], its k [B, 1]) last used
 
     def select(self, run, input_ids, scores):
-        k = self.producer.keeps_top(scores.shape[-1])
-        if k is None or k + 1 > scores.shape[-1]:
-            return None
+        vocab = scores.shape[-1]
+        if run.varies and not self.producer.shares_values(run.ctx):
+            rows_k = promised(self.producer, "keeps_top_rows")
+            if rows_k is None:
+                return None
+            ks = rows_k(vocab, run.ctx)
+            if any(k is None or k + 1 > vocab for k in ks):
+                return self._keeping_all(run, input_ids, scores)
+            if any(k != ks[0] for k in ks):
+                return self._select_rows(run, input_ids, scores, ks)
+            k = ks[0]
+        else:
+            k = self.producer.keeps_top(vocab)
+        if k is None or k + 1 > vocab:
+            return self._keeping_all(run, input_ids, scores)
         if self.dense:
             scores = run.apply(self.dense, input_ids, scores)
-        values, indices = scores.topk(k + 1, dim=-1)  # (B, k+1), largest first (NaN first of all)
+        values, indices = largest(scores, k + 1)  # (B, k+1), largest first (NaN first of all)
         values = run.apply(self.prefix, input_ids, values)
         columns = self._columns.get(k)
         if columns is None:
@@ -56,6 +82,37 @@ class TopKCandidates(StepStrategy):
                 return run.chain.selector.select(input_ids, scores, run.selector_context())
             return None  # a tie across the k-th place: the dense top-k keeps it
         indices, order = indices[:, :k].sort(dim=-1)  # token-id order, as the dense path
+        return select_among(run, input_ids, values.gather(-1, order), indices, self.suffix, checked=True)
+
+    def _keeping_all(self, run, input_ids, scores):
+        """A step where some row keeps every token: the filter-found candidates, else densely."""
+        if not self._planned:
+            found = filter_plan(run.chain)
+            self._fallback, self._planned = (FilterCandidates(*found) if found else None), True
+        return self._fallback.select(run, input_ids, scores) if self._fallback is not None else None
+
+    def _select_rows(self, run, input_ids, scores, ks: list[int]):
+        """The steps above with each row's own k (the largest k + 1 taken once)."""
+        most = max(ks)
+        if self._rows is None or self._rows[0] != ks or self._rows[1].device != scores.device:
+            own = torch.tensor(ks, device=scores.device)[:, None]  # (B, 1)
+            columns = torch.cat([torch.zeros_like(own), own - 1, own], dim=-1)  # (B, 3)
+            self._rows = (list(ks), columns, own)
+        _, columns, own = self._rows
+        if self.dense:
+            scores = run.apply(self.dense, input_ids, scores)
+        values, indices = largest(scores, most + 1)  # (B, most+1), largest first
+        values = run.apply(self.prefix, input_ids, values)
+        picked = values.gather(-1, columns).tolist()  # each row's maximum, k-th, (k+1)-th
+        check_picked(picked)
+        if any(kth == nxt and kth != _NEG_INF for _, kth, nxt in picked):
+            if self.dense:
+                scores = run.apply([*self.prefix, (self.producer, self.index), *self.suffix], input_ids, scores)
+                return run.chain.selector.select(input_ids, scores, run.selector_context())
+            return None
+        past = torch.arange(most, device=values.device) >= own  # (B, most): past each row's own k
+        values = values[:, :most].masked_fill(past, _NEG_INF)
+        indices, order = indices[:, :most].sort(dim=-1)  # token-id order, as the dense path
         return select_among(run, input_ids, values.gather(-1, order), indices, self.suffix, checked=True)
 
 
@@ -93,4 +150,6 @@ def plan(chain) -> tuple[Pairs, Pairs, object, Pairs, int] | None:
 @hookimpl(tryfirst=True)
 def step_strategy(chain):
     found = plan(chain)
-    return TopKCandidates(*found) if found else None
+    if not found:
+        return None
+    return TopKCandidates(*found)

@@ -27,14 +27,18 @@ bfloat16):
   ``tracks_generation()`` gives at every step what a bare call with fresh state gives;
 - rows join and leave (samplekit.testing.rows): in a real ChainRun where ragged rows join at
   different steps and leave when done, each row's outputs equal that row's run alone;
+- rows carry their own values: for a processor with ``per_row`` parameters, rows whose own
+  processors have other values of them (drawn from the declarations, or ``row_params``) share
+  one run (``row_chains``), joining and leaving, and each row's outputs equal its own processor
+  run alone;
 - the declared traits: ``keeps_argmax`` (one of the input row's maxima is a maximum of the
   output), ``is_filter`` (each output logit equals the input or is -inf), ``vocab_symmetric``
   (permuting the vocabulary, and the token ids of the history with it, permutes the output;
   random selectors are compared in distribution), ``needs_history=False`` (the output does not
   depend on ``input_ids``), ``stateful=False`` (no ``accept``);
-- the fast-path promises (``keeps_top``, ``commutes_with_top_k``, ``candidate_safe``,
-  ``process_candidates``, ``filter_candidates``, ``select_candidates``), each against the
-  processor's dense behaviour (samplekit.testing.promises).
+- the fast-path promises (``keeps_top``, ``keeps_top_rows``, ``commutes_with_top_k``,
+  ``candidate_safe``, ``process_candidates``, ``filter_candidates``, ``select_candidates``), each
+  against the processor's dense behaviour (samplekit.testing.promises, samplekit.testing.rows).
 
 A finding that hypothesis cannot reproduce on a second try (the same input gives different
 results) is reported as what it almost always is: state kept on the processor object.
@@ -58,7 +62,7 @@ from samplekit.selection import EmptyRowError
 from samplekit.testing import strategies as sks
 from samplekit.testing.cases import Case, ConformanceFailure, Who, call, context, fail, once, same
 from samplekit.testing.promises import check_promises
-from samplekit.testing.rows import check_rows_join_and_leave
+from samplekit.testing.rows import check_rows_carry_values, check_rows_join_and_leave
 
 __all__ = ["ConformanceFailure", "check_processor"]
 
@@ -68,7 +72,8 @@ _UNKNOWN = "__conformance_unknown_parameter__"
 def check_processor(processor: Any, *, params: dict[str, Any] | None = None, vocab=(1, 48), batch=(1, 4),
                     history=(1, 12), examples: int = 40, steps: int = 3,
                     dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16), shrink: bool = True,
-                    tokenizer: Any = None, eos_token_ids: Sequence[int] = ()) -> None:
+                    tokenizer: Any = None, eos_token_ids: Sequence[int] = (),
+                    row_params: Sequence[dict[str, Any]] | None = None) -> None:
     """Check ``processor`` against the processor contract; raise AssertionError on a violation.
 
     :param processor: a Processor subclass, an instance (its ``settings`` are the params), or a
@@ -84,11 +89,15 @@ def check_processor(processor: Any, *, params: dict[str, Any] | None = None, voc
     :param tokenizer, eos_token_ids: what every context carries (``ctx.tokenizer``,
         ``ctx.eos_token_ids``), for processors that need them; with a tokenizer, give ``vocab``
         its size.
+    :param row_params: values of per-row parameters for the other rows of the "rows carry their
+        own values" check (each a dict merged over ``params``); default: drawn from the numeric,
+        boolean and choice declarations (bounds, edges, a few values inside).
     """
     cls, instance, params = _resolve(processor, params)
     who = _who(cls, params)
     _check_declaration(cls, params, who)
     made = instance if instance is not None else _construct(cls, params, who)
+    variants = _row_variants(cls, params, row_params, who)
 
     phases = [Phase.explicit, Phase.generate, *([Phase.shrink] if shrink else [])]
 
@@ -105,6 +114,8 @@ def check_processor(processor: Any, *, params: dict[str, Any] | None = None, voc
         check_promises(made, case, who, data)
         _check_generations(made, case, who, steps)
         check_rows_join_and_leave(made, case, who, steps, data)
+        if variants:
+            check_rows_carry_values(made, case, who, steps, data, variants)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: waking a thread pool would cost more than the work
@@ -293,6 +304,35 @@ def _allowed_values(p: Param) -> list[Any]:
         if p._in_range(c) and c not in out:
             out.append(c)
     return out
+
+
+def _row_variants(cls: type[Processor], params: dict, row_params, who: str) -> list[Processor]:
+    """Processors whose per-row values differ from ``params`` (the other rows' own processors)."""
+    per_row = [p for p in cls.params if p.per_row]
+    if not per_row:
+        return []
+    if row_params is not None:
+        return [_construct(cls, {**params, **values}, who) for values in row_params]
+    changes = [{p.name: v} for p in per_row for v in [*_allowed_values(p), *_inside(p)]]
+    made = []
+    for change in changes:
+        try:
+            made.append(cls(**{**params, **change}))
+        except ParameterError:
+            continue  # a rule across parameters refuses it: fine
+    return made
+
+
+def _inside(p: Param) -> list[Any]:
+    """A few values well inside a numeric declaration's range."""
+    if p.type not in ("int", "float"):
+        return []
+    if p.low is not None and p.high is not None:
+        found = [p.low + (p.high - p.low) * f for f in (0.25, 0.6)]
+    else:
+        base = p.low if p.low is not None else (p.high - 8 if p.high is not None else 0)
+        found = [base + d for d in ((2, 5) if p.type == "int" else (0.5, 3.0))]
+    return [v for v in (_typed(p, x) for x in found) if p._in_range(v)]
 
 
 def _fixed_case(vocab: int = 8, tokenizer: Any = None, eos_token_ids: Sequence[int] = ()) -> Case:

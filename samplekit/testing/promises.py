@@ -13,7 +13,12 @@ reads it: only when declared by the class that defines ``process``), on one gene
   (or ``process_candidates``) gives the dense result on the row masked to those candidates;
 - ``filter_candidates``: whenever it returns candidates, they rebuild exactly ``process``;
 - ``select_candidates``: the selector picks on candidates what ``select`` picks on the row
-  masked to them, from the same per-row seeds.
+  masked to them, from the same per-row seeds;
+- ``divides_logits_by() -> T``: ``process`` gives ``scores / T``;
+- ``nucleus_p() -> p``: ``process`` gives top-p's nucleus of p (``TopP(p=p)``);
+- ``min_p_ratio() -> p``: ``process`` keeps exactly the logits ``>= max + log(p)``;
+- ``samples_by_inverse_cdf``: ``select`` picks ``inverse_cdf_sample(scores, u)`` with each
+  row's first uniform from the same per-row seeds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from hypothesis import strategies as st
 
 from samplekit.processor import Processor, Stage
+from samplekit.selection import inverse_cdf_sample
 from samplekit.strategy import promised
 from samplekit.testing.cases import Case, context, fail, once, same
 
@@ -37,8 +43,47 @@ def check_promises(p: Processor, case: Case, who: str, data) -> None:
         if promised(p, "process_candidates") is not None or promised(p, "candidate_safe"):
             _on_candidates(p, case, who, data)
         _filter_candidates(p, case, out, who)
-    elif p.stage is Stage.SELECTOR and promised(p, "select_candidates", "select") is not None:
-        _select_candidates(p, case, who, data)
+        _divides(p, case, out, who)
+        _filters_as(p, case, out, who)
+    elif p.stage is Stage.SELECTOR:
+        if promised(p, "select_candidates", "select") is not None:
+            _select_candidates(p, case, who, data)
+        if promised(p, "samples_by_inverse_cdf", "select"):
+            _inverse_cdf(p, case, who)
+
+
+def _divides(p: Processor, case: Case, out: torch.Tensor, who: str) -> None:
+    divides = promised(p, "divides_logits_by")
+    t = divides() if divides is not None else None
+    if t is not None and not same(out, case.scores / t):
+        fail(who, "declares divides_logits_by", f"divides_logits_by() is {t}, but process gives {out.tolist()} "
+             f"for {case.scores.tolist()}, not the scores / {t}")
+
+
+def _filters_as(p: Processor, case: Case, out: torch.Tensor, who: str) -> None:
+    """``nucleus_p`` and ``min_p_ratio``: ``process`` is built-in top-p's or min-p's result."""
+    from samplekit.processors.min_p import MinP
+    from samplekit.processors.top_p import TopP
+
+    for promise, reference in (("nucleus_p", TopP), ("min_p_ratio", MinP)):
+        found = promised(p, promise)
+        value = found() if found is not None else None
+        if value is None:
+            continue
+        expected = once(reference(p=value), case, who)
+        if not same(out, expected):
+            fail(who, f"declares {promise}", f"{promise}() is {value}, but process gives {out.tolist()} for "
+                 f"{case.scores.tolist()}, not {reference.name}(p={value})'s {expected.tolist()}")
+
+
+def _inverse_cdf(p: Processor, case: Case, who: str) -> None:
+    if not bool(torch.isfinite(case.scores.amax(dim=-1)).all()):
+        return  # such a row is an error for every selector
+    got = once(p, case, who)
+    expected = inverse_cdf_sample(case.scores, context(case).random.uniform(1)).view(-1)
+    if not torch.equal(got, expected):
+        fail(who, "declares samples_by_inverse_cdf", f"select picks {got.tolist()} for {case.scores.tolist()}, "
+             f"but inverse_cdf_sample with each row's first uniform picks {expected.tolist()}")
 
 
 def candidates(case: Case, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

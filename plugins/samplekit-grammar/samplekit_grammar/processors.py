@@ -2,7 +2,9 @@
 
 Each compiles its constraint when it is constructed (so ``samplekit config validate`` refuses an
 invalid schema, pattern or grammar with llguidance's message) and masks, at every step, the
-tokens the constraint cannot accept (``samplekit_grammar.constraint.Constraint``).
+tokens the constraint cannot accept (``samplekit_grammar.constraint.Constraint``). Every parameter
+is per row: requests with different schemas, patterns or grammars share one chain run, each row
+with its own constraint.
 """
 
 from __future__ import annotations
@@ -25,11 +27,12 @@ class JsonSchema(Constraint):
 
     name = "json_schema"
     params = (
-        Param("schema", "json", None, "the JSON schema the output must validate against", nullable=True),
+        Param("schema", "json", None, "the JSON schema the output must validate against", nullable=True,
+              per_row=True),
         Param("schema_file", "str", None, "a JSON file holding the schema (relative to the current directory)",
-              nullable=True, nonempty=True),
+              nullable=True, nonempty=True, per_row=True),
         Param("whitespace", "str", "standard", "whitespace outside strings: standard (', ' and ': ', as "
-              "json.dumps), compact (',' and ':') or flexible (any)", choices=tuple(sources.WHITESPACE)),
+              "json.dumps), compact (',' and ':') or flexible (any)", choices=tuple(sources.WHITESPACE), per_row=True),
     )
 
     def compile_grammar(self) -> str:
@@ -46,7 +49,8 @@ class Regex(Constraint):
     """
 
     name = "regex"
-    params = (Param("pattern", "str", help="the regular expression the whole output must match", nonempty=True),)
+    params = (Param("pattern", "str", help="the regular expression the whole output must match", nonempty=True,
+                    per_row=True),)
 
     def compile_grammar(self) -> str:
         return sources.regex_grammar(self.where, self.pattern)
@@ -64,9 +68,9 @@ class Grammar(Constraint):
     name = "grammar"
     params = (
         Param("lark", "str", None, "a grammar in llguidance's Lark syntax (start rule: start)", nullable=True,
-              nonempty=True),
+              nonempty=True, per_row=True),
         Param("gbnf", "str", None, "a grammar in llama.cpp's GBNF syntax (start rule: root)", nullable=True,
-              nonempty=True),
+              nonempty=True, per_row=True),
     )
 
     def compile_grammar(self) -> str:

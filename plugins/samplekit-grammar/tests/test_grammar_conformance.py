@@ -32,3 +32,16 @@ def test_conforms_without_end_of_text_ids(demo_tokenizer):
     """With no end-of-text ids in the run, the tokenizer's <|endoftext|> is never allowed."""
     check_processor(Regex, params={"pattern": "[0-9]{1,3}"}, tokenizer=demo_tokenizer, eos_token_ids=(),
                     vocab=demo_tokenizer.n_vocab, examples=8, steps=4)
+
+
+@pytest.mark.parametrize("cls, params, others", [
+    (JsonSchema, {"schema": PERSON}, [{"schema": {"type": "array", "items": {"enum": ["a", "b"]}}},
+                                      {"schema": {"type": "integer"}, "whitespace": "compact"}]),
+    (Regex, {"pattern": r"[a-z]+"}, [{"pattern": "[0-9]{1,3}"}, {"pattern": "(yes|no)"}]),
+    (Grammar, {"lark": 'start: "yes" | "no"'}, [{"gbnf": 'root ::= "(" [a-c]* ")"', "lark": None}]),
+], ids=["json_schema", "regex", "grammar"])
+def test_rows_with_their_own_constraints_share_a_run(cls, params, others, demo_tokenizer):
+    """Every parameter is per row: rows whose constraints differ share a run, each row masked by
+    its own constraint exactly as when it runs alone (the kit's "rows carry their own values")."""
+    check_processor(cls, params=params, tokenizer=demo_tokenizer, eos_token_ids=(demo_tokenizer.eot_token,),
+                    vocab=demo_tokenizer.n_vocab, examples=10, steps=4, row_params=others)

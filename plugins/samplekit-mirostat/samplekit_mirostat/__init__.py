@@ -24,8 +24,7 @@ import math
 
 import torch
 
-from samplekit import Param, Selector, hookimpl
-from samplekit.selection import check_rows, inverse_cdf_sample
+from samplekit import Param, Selector, check_rows, hookimpl, inverse_cdf_sample
 
 __version__ = "0.1.0"
 
@@ -41,7 +40,8 @@ class _Mirostat(Selector):
         return True  # mu moves with every token chosen
 
     def start(self, batch_size, ctx):
-        return {"mu": torch.full((batch_size,), 2.0 * self.tau)}
+        mu = self.row_value(ctx, "tau", None, _twice)  # 2 * tau: a number, or (B, 1) per row
+        return {"mu": mu.view(-1) if isinstance(mu, torch.Tensor) else torch.full((batch_size,), mu)}
 
     def _keep(self, log_probs: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -56,12 +56,20 @@ class _Mirostat(Selector):
         tokens = inverse_cdf_sample(truncated, ctx.random.uniform(1, scores.device)).squeeze(-1)  # (B,)
         picked = torch.log_softmax(truncated, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)  # (B,)
         surprise = -picked / LN2
-        state["mu"] = mu - self.eta * (surprise - self.tau)
+        tau, eta = self.row_value(ctx, "tau", scores), self.row_value(ctx, "eta", scores)
+        tau = tau.view(-1) if isinstance(tau, torch.Tensor) else tau  # (B,) per row
+        eta = eta.view(-1) if isinstance(eta, torch.Tensor) else eta
+        state["mu"] = mu - eta * (surprise - tau)
         return tokens
 
 
-_TAU = Param("tau", "float", 5.0, "target surprise in bits (mu starts at 2 * tau)", low=0.0, high=1000.0)
-_ETA = Param("eta", "float", 0.1, "learning rate of mu", low=0.0, high=1.0)
+_TAU = Param("tau", "float", 5.0, "target surprise in bits (mu starts at 2 * tau)", low=0.0, high=1000.0,
+             per_row=True)
+_ETA = Param("eta", "float", 0.1, "learning rate of mu", low=0.0, high=1.0, per_row=True)
+
+
+def _twice(tau: float) -> float:
+    return 2.0 * tau
 
 
 class MirostatV2(_Mirostat):
