@@ -23,13 +23,14 @@ class ModelInfo:
 
 
 def load_for_generate(folder: str, device, *, checkpoint: str = "demo", tokenizer: str | None = None,
-                      trust_remote_code: bool = False):
-    """``(model, tokenizer, info)`` for ``samplekit generate --model FOLDER``."""
+                      trust_remote_code: bool = False, dtype=None):
+    """``(model, tokenizer, info)`` for ``samplekit generate --model FOLDER`` (``dtype``: a torch
+    dtype, ``"auto"`` for the saved one, or None for samplekit.hf.load's default)."""
     from samplekit.hf.load import load
 
     if checkpoint != "demo":
         raise ConfigError(f"--model {folder!r} and --checkpoint {checkpoint!r}: give one of them")
-    model, tok = load(folder, device=device, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+    model, tok = load(folder, device=device, tokenizer=tokenizer, trust_remote_code=trust_remote_code, dtype=dtype)
     return model, tok, ModelInfo(Sizes(model.vocab_size, model.context_length))
 
 

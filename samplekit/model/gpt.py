@@ -13,7 +13,7 @@ cached and the plain paths. A plain batched forward is not: on the CPU a matrix 
 row and one of several rows take different kernels (and round differently), and attention's
 reductions change with the padding in front of a row. In this mode every matrix product has a
 row count for which each row's result does not depend on the count (``_padded_rows``: zero rows
-added), and attention runs row by row on that row's own positions only, exactly as the row alone. It costs little at batch 4 and up and more at batch 1 (where
+added), and attention runs row by row on that row's own positions only, exactly as the row alone. It costs little at batch 16 and up and more below (where
 the padding multiplies the work); ``samplekit bench --batch-invariant`` measures it.
 """
 
@@ -25,27 +25,30 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Matrix products whose row count is a multiple of 4, or at least 12, give each row the same bits
-# (measured on the CPU's MKL kernels: 1-3 leftover rows take another kernel, which rounds
-# differently; from 12 rows on the leftovers are handled like the rest).
-INVARIANT_ROWS, INVARIANT_BLOCK = 12, 4
+from samplekit.model.precision import linear, single_row
+
+# Matrix products whose row count is a multiple of 16 give each row the same bits whatever that
+# count (measured on the CPU's MKL kernels: on AVX-512/AMX Xeons, 4, 8 and 12 rows each take a
+# kernel of their own that rounds differently; on older AVX2 parts any multiple of 4 agreed). So
+# every product runs on a multiple of 16 rows, zero rows added.
+INVARIANT_BLOCK = 16
 
 
 def _padded_rows(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """The rows of ``x`` (all leading dims flattened), padded with zeros to a multiple of
-    INVARIANT_BLOCK when fewer than INVARIANT_ROWS, and how many are real."""
+    INVARIANT_BLOCK, and how many are real."""
     rows = x.reshape(-1, x.shape[-1])
     n = rows.shape[0]
-    if n < INVARIANT_ROWS and n % INVARIANT_BLOCK:
+    if n % INVARIANT_BLOCK:
         rows = torch.cat([rows, rows.new_zeros(INVARIANT_BLOCK - n % INVARIANT_BLOCK, rows.shape[1])])
     return rows, n
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, invariant: bool) -> torch.Tensor:
     """``F.linear``; batch-invariant: on padded rows (``_padded_rows``), so the kernel, and each
-    row's rounding, never depends on the row count."""
+    row's rounding, never depends on the row count. One half-precision row on the CPU: ``addmv``."""
     if not invariant:
-        return F.linear(x, weight, bias)
+        return linear(x, weight, bias)
     rows, n = _padded_rows(x)
     return F.linear(rows, weight, bias)[:n].view(*x.shape[:-1], weight.shape[0])
 
@@ -265,10 +268,8 @@ class FeedForward(nn.Module):
         )
 
     def forward(self, x, invariant: bool = False):
-        if not invariant:
-            return self.layers(x)
         up, act, down = self.layers
-        return _linear(act(_linear(x, up.weight, up.bias, True)), down.weight, down.bias, True)
+        return _linear(act(_linear(x, up.weight, up.bias, invariant)), down.weight, down.bias, invariant)
 
 
 class TransformerBlock(nn.Module):
@@ -341,7 +342,9 @@ class GPTModel(nn.Module):
                 attention_mask: torch.Tensor | None = None, last_only: bool = False,
                 batch_invariant: bool = False) -> torch.Tensor:
         """Logits ``[B, T, V]`` for the T new positions (``[B, 1, V]`` with ``last_only``: a
-        prefill then skips the output projection of every prompt position but the last).
+        prefill then skips the output projection of every prompt position but the last), in
+        float32 whatever the weights' dtype (``samplekit.model.precision``), so that the chain
+        samples in float32.
 
         position_ids ``[B, T]``: defaults to ``cache.length + arange(T)``.
         attention_mask ``[B, S]`` bool over all keys (cached and new): False marks padding. With a
@@ -383,10 +386,12 @@ class GPTModel(nn.Module):
             rows, n = _padded_rows(x)
             head = rows @ self._head_t if self._head_t is not None and not self.training else \
                 F.linear(rows, self.out_head.weight)
-            return head[:n].view(*x.shape[:-1], head.shape[-1])
+            return head[:n].view(*x.shape[:-1], head.shape[-1]).float()
+        if single_row(x, self.out_head.weight):
+            return linear(x, self.out_head.weight).float()
         if self._head_t is not None and not self.training:
-            return x @ self._head_t
-        return self.out_head(x)
+            return (x @ self._head_t).float()
+        return self.out_head(x).float()
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

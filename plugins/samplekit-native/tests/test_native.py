@@ -1,6 +1,6 @@
 """The C kernel of samplekit-native draws the top-k candidate strategy's tokens, its strategy is
-offered through samplekit's step_strategy hook for exactly its chain, and samplekit works the
-same without it."""
+offered through samplekit's step_strategy hook for the chains it recognises, and samplekit works
+the same without it (test_native_chain.py: the processors after the top-k)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import samplekit_native as native
-from samplekit.chain import Chain
-from samplekit.errors import GenerationError
-from samplekit.selection import inverse_cdf_sample
+from samplekit import Chain, GenerationError, Param, Processor, Selector, check_rows, inverse_cdf_sample
 
 needs_kernel = pytest.mark.skipif(native.library() is None,
                                   reason="the C kernel cannot be built here (no C compiler, or SAMPLEKIT_NATIVE=0)")
@@ -64,12 +62,12 @@ def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperat
     if top_uniform:
         u[0] = LARGEST_BELOW_ONE
     expected = tensor_path(scores, k, temperature, u)
-    sampler = native.TopKSampler(native.library(), temperature)
-    found = sampler.select(scores, k)
+    kernel = native.Kernel(native.library(), [])
+    found = kernel.candidates(scores, k, torch.full((rows,), temperature))
     assert (found >= 0) == (expected is None)
     if expected is None:
         return
-    tokens = sampler.draw(k, u)
+    tokens = kernel.draw(u)
     want, cdf, ids = expected
     assert tokens.dtype == torch.long and tokens.shape == (rows,)
     for r in range(rows):
@@ -83,32 +81,130 @@ def test_the_kernel_draws_the_tensor_paths_tokens(seed, rows, vocab, k, temperat
 def test_the_kernel_reads_rows_with_a_stride():
     base = torch.randn(3, 2, 100, generator=torch.Generator().manual_seed(1))
     scores = base[:, -1]  # rows 200 apart, as the engine's last-position logits
-    sampler = native.TopKSampler(native.library(), 0.8)
+    kernel = native.Kernel(native.library(), [])
     u = torch.rand(3, 1, generator=torch.Generator().manual_seed(2))
-    assert sampler.select(scores, 5) == -1
+    assert kernel.candidates(scores, 5, torch.full((3,), 0.8)) == -1
     want, _, _ = tensor_path(scores.contiguous(), 5, 0.8, u)
-    assert torch.equal(sampler.draw(5, u), want)
+    assert torch.equal(kernel.draw(u), want)
+
+
+class Scale(Processor):
+    """A plugin's own temperature: it declares the promise the kernel reads (divides_logits_by)."""
+
+    name = "scale"
+    params = (Param("by", "float", 1.0, "the divisor", low=0.0),)
+    keeps_argmax = vocab_symmetric = commutes_with_top_k = candidate_safe = True
+
+    def divides_logits_by(self):
+        return self.by if self.by > 0 else None
+
+    def process(self, input_ids, scores, ctx):
+        return scores / self.by
+
+
+class Keep(Processor):
+    """A plugin's own top-k: it declares keeps_top."""
+
+    name = "keep"
+    params = (Param("n", "int", 5, "how many to keep", low=1),)
+    keeps_argmax = is_filter = vocab_symmetric = candidate_safe = True
+
+    def keeps_top(self, vocab_size):
+        return self.n if self.n < vocab_size else None
+
+    def process(self, input_ids, scores, ctx):
+        kth = scores.topk(min(self.n, scores.shape[-1]), dim=-1).values[:, -1:]
+        return scores.masked_fill(scores < kth, float("-inf"))
+
+
+class Draw(Selector):
+    """A plugin's own sampler: it declares samples_by_inverse_cdf."""
+
+    name = "draw"
+    random = vocab_symmetric = True
+    samples_by_inverse_cdf = True
+
+    def select(self, input_ids, scores, ctx):
+        row_max = scores.amax(dim=-1, keepdim=True)  # (B, 1)
+        check_rows(row_max)
+        return inverse_cdf_sample(scores, ctx.random.uniform(1, scores.device), row_max).view(-1)
+
+    def select_candidates(self, input_ids, values, indices, ctx):
+        return indices.gather(-1, inverse_cdf_sample(values, ctx.random.uniform(1, values.device))).view(-1)
+
+
+def test_the_plugins_own_processors_keep_the_promises_the_kernel_reads():
+    from samplekit.testing import check_processor
+
+    for p in (Scale(by=0.7), Keep(n=3), Draw()):
+        check_processor(p)
+
+
+def test_the_conformance_kit_refuses_a_false_promise_the_kernel_would_trust():
+    from samplekit.testing import ConformanceFailure, check_processor
+
+    class Halves(Scale):
+        name = "halves"
+
+        def divides_logits_by(self):
+            return 2 * self.by  # not what process does
+
+        def process(self, input_ids, scores, ctx):  # declared with process: trusted, and false
+            return scores / self.by
+
+    class Argmax(Draw):
+        name = "argmax_draw"
+
+        def select(self, input_ids, scores, ctx):
+            row_max, tokens = scores.max(dim=-1)
+            check_rows(row_max)
+            return tokens
+
+        samples_by_inverse_cdf = True  # declared again with the new select: trusted, and false
+
+    with pytest.raises(ConformanceFailure, match="divides_logits_by"):
+        check_processor(Halves(by=0.7))
+    with pytest.raises(ConformanceFailure, match="samples_by_inverse_cdf"):
+        check_processor(Argmax())
+
+
+@needs_kernel
+def test_a_plugins_processors_with_the_same_promises_run_on_the_kernel_with_the_same_tokens():
+    """Recognised by declared promises, not by class: a chain of a plugin's own processors runs on
+    the kernel and draws what the built-in chain draws."""
+    ours = Chain([Scale(by=0.8), Keep(n=5), Draw()])
+    builtin = Chain.from_names(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial")
+    ids = torch.zeros(3, 1, dtype=torch.long)
+    scores = [torch.randn(3, 200, generator=torch.Generator().manual_seed(i)) * 3 for i in range(8)]
+    runs = [chain.start(3, seeds=[1, 2, 3]) for chain in (ours, builtin)]
+    assert all(isinstance(run.strategy, native.NativeCandidates) for run in runs)
+    assert [runs[0].select(ids, s).tolist() for s in scores] == [runs[1].select(ids, s).tolist() for s in scores]
 
 
 @needs_kernel
 def test_only_the_exact_chain_runs_on_the_kernel():
-    from samplekit.processors.temperature import Temperature
+    class Cooler(Scale):
+        """Overrides process without declaring the promise again: not trusted."""
 
-    class Cooler(Temperature):
         name = "cooler"
 
+        def process(self, input_ids, scores, ctx):
+            return scores / (2 * self.by)
+
     def uses_kernel(*specs) -> bool:
-        return isinstance(Chain.from_names(*specs).start(1).strategy, native.NativeTopK)
+        return isinstance(Chain.from_names(*specs).start(1).strategy, native.NativeCandidates)
 
     assert uses_kernel(("temperature", {"value": 0.8}), ("top_k", {"k": 5}), "multinomial")
     assert uses_kernel(("top_k", {"k": 5}), "multinomial")
     assert not uses_kernel(("temperature", {"value": 0.0}), ("top_k", {"k": 5}), "multinomial")
-    assert not uses_kernel(("top_k", {"k": 5}), ("top_p", {"p": 0.9}), "multinomial")
+    assert uses_kernel(("top_k", {"k": 5}), ("top_p", {"p": 0.9}), ("min_p", {"p": 0.1}),
+                       ("temperature", {"value": 0.8}), "multinomial")
+    assert not uses_kernel(("top_p", {"p": 0.9}), ("top_k", {"k": 5}), "multinomial")  # top-p before: dense
     assert not uses_kernel(("top_k", {"k": 5}), "greedy")
     assert not uses_kernel(("temperature", {"value": 0.8}), ("temperature", {"value": 0.9}), ("top_k", {"k": 5}),
                            "multinomial")
-    chain = Chain([Cooler(value=0.8), *Chain.from_names(("top_k", {"k": 5}), "multinomial").processors])
-    assert not isinstance(chain.start(1).strategy, native.NativeTopK)
+    chain = Chain([Cooler(by=0.8), *Chain.from_names(("top_k", {"k": 5}), "multinomial").processors])
+    assert not isinstance(chain.start(1).strategy, native.NativeCandidates)
 
 
 def test_the_kernel_builds_once_into_the_cache_folder(tmp_path, monkeypatch):
