@@ -45,3 +45,21 @@ def step_strategy(chain):
         processors declare (``samplekit.strategy.promised``), which the conformance kit checks.
         When every implementation declines (or is blocked), each step runs densely.
     """
+
+
+@hookspec
+def register_benchmarks(register):
+    """Register benchmarks that ``samplekit bench --workload NAME`` runs.
+
+    :param register: a callback taking one ``samplekit.bench.Benchmark``: its ``name`` (lowercase
+        letters, digits and ``-``; unique across plugins: a name registered twice is refused,
+        naming both plugins), a one-line ``summary``, ``run(settings) -> report`` and
+        ``show(report, console=None)``. ``run`` receives a ``samplekit.bench.BenchSettings`` (the
+        model, the chain, batch sizes, lengths, repeats, device, seed, the ``--option KEY=VALUE``
+        pairs the benchmark declares in ``options``, a progress callback) and returns a JSON-able
+        dict (``--json`` prints it; a ValueError is a usage error); ``show`` prints it with rich.
+
+    Return value: ignored. Every plugin's implementation is called once, when ``bench --workload``
+    first needs the benchmarks (``samplekit.plugins.get_benchmarks()``); samplekit's own
+    workloads (``samplekit.bench.workloads``) register through this hook too.
+    """

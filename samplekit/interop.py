@@ -1,6 +1,6 @@
 """A chain's logits stage inside a decoding loop samplekit does not own (transformers' ``generate``).
 
-    processor = chain.as_hf_logits_processor()
+    processor = samplekit.hf.logits_processor(chain)  # a LogitsAdapter
     model.generate(ids, logits_processor=LogitsProcessorList([processor]), do_sample=False)
 
 Such a loop calls each logits processor as ``processor(input_ids, scores)`` once per step and

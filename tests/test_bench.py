@@ -93,7 +93,7 @@ def test_peak_memory_sees_a_large_allocation():
 @pytest.mark.parametrize("qkv_bias", [True, False])
 def test_the_hf_model_holds_the_same_weights(qkv_bias):
     pytest.importorskip("transformers")
-    from samplekit.bench import to_hf_gpt2
+    from samplekit.hf.export import to_hf_gpt2
 
     model = tiny(qkv_bias)
     hf = to_hf_gpt2(model)
@@ -106,7 +106,8 @@ def test_hf_bare_loop_decodes_the_same_greedy_tokens_as_ours(recwarn):
     """The two floors the bench compares decode the same tokens from the same weights, and the
     HF loop passes its cache under the name this transformers expects (no deprecation warning)."""
     pytest.importorskip("transformers")
-    from samplekit.bench import hf_bare_loop, to_hf_gpt2
+    from samplekit.bench import hf_bare_loop
+    from samplekit.hf.export import to_hf_gpt2
 
     model = tiny()
     prompts = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(4))
@@ -156,7 +157,9 @@ def test_the_ragged_workload_runs_every_variant_on_the_same_requests():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--workload", "zigzag"], "use 'ragged' or 'open-ended'"),
+    (["--workload", "zigzag"], "use one of 'ragged', 'open-ended'"),
+    (["--workload", "ragged", "--option", "schema=x.json"], "--workload ragged takes no --option"),
+    (["--option", "schema=x.json"], "name the workload"),
     (["--workload", "ragged", "-b", "1", "-b", "8"], "one --batch-size"),
     (["--workload", "ragged", "--compare", "hf"], "runs alone"),
 ])
@@ -203,3 +206,67 @@ def test_the_open_ended_workload_gives_every_request_the_longest_limit_and_ends_
     assert any("EndHazard" in p for p in report["chain"])
     tokens = {v["tokens"] for v in report["variants"].values()}
     assert len(tokens) == 1 and 0 < tokens.pop() < 6 * 205  # rows ended at end-of-text, before the limit
+
+
+# -- benchmarks from plugins (the register_benchmarks hook) ----------------------------------------------
+
+def _echo_benchmark(name: str = "echo"):
+    from samplekit.bench import Benchmark
+
+    def run(settings):
+        settings.progress("echoing")
+        return {"options": settings.options, "batch_sizes": list(settings.batch_sizes), "requests": settings.requests}
+
+    return Benchmark(name, "returns its settings", run, lambda report, console=None: print("shown", report),
+                     options={"n": "a number"}, batch_sizes=(2,))
+
+
+def test_a_plugins_benchmark_runs_through_bench_workload_with_its_options(fresh_plugins, monkeypatch):
+    from typer.testing import CliRunner
+
+    from samplekit import hookimpl
+    from samplekit.cli import app
+
+    class Plugin:
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(_echo_benchmark())
+
+    fresh_plugins.default_host().add(Plugin(), name="echo-plugin")
+    result = CliRunner().invoke(app, ["bench", "--workload", "echo", "--option", "n=3", "--requests", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {"options": {"n": "3"}, "batch_sizes": [2], "requests": 5}
+    shown = CliRunner().invoke(app, ["bench", "--workload", "echo", "-b", "4", "-b", "6"])
+    assert shown.exit_code == 0 and "shown" in shown.output and "echoing" in shown.output, shown.output
+    bad = CliRunner().invoke(app, ["bench", "--workload", "echo", "--option", "m=1"])
+    assert bad.exit_code == 2 and "takes n (a number)" in bad.output
+
+
+def test_a_benchmark_name_registered_twice_is_refused_naming_the_first_owner():
+    from samplekit import hookimpl
+    from samplekit.plugins import PluginHost, PluginLoadWarning
+
+    class Clash:
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(_echo_benchmark("ragged"))
+
+    class NotABenchmark:
+        @hookimpl
+        def register_benchmarks(self, register):
+            register(object())
+
+    host = PluginHost(autoload=False)
+    host.add(Clash(), name="clash")
+    host.add(NotABenchmark(), name="odd")
+    with pytest.warns(PluginLoadWarning) as warned:
+        found = host.build_benchmarks()
+    messages = " | ".join(str(w.message) for w in warned)
+    assert "'ragged' is already registered by plugin 'samplekit.bench.workloads'" in messages
+    assert "odd" in messages and "takes samplekit.bench.Benchmark objects, got object" in messages
+    assert found["ragged"].summary != "returns its settings"  # the built-in keeps its name
+
+
+def test_a_benchmark_name_must_be_a_command_line_word():
+    with pytest.raises(ValueError, match="lowercase letters"):
+        _echo_benchmark("Has Space")

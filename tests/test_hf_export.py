@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit[hf]'")
+pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit-lm[hf]'")
 
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402

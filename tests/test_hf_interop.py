@@ -9,6 +9,7 @@ import torch
 transformers = pytest.importorskip("transformers", reason="the bench extra (transformers) is not installed")
 
 from samplekit import Chain  # noqa: E402
+from samplekit.hf import logits_processor  # noqa: E402
 
 EOS = 3
 
@@ -27,7 +28,7 @@ def hf_generate(model, ids, **options):
 
 
 def adapted(chain: Chain):
-    return transformers.LogitsProcessorList([chain.as_hf_logits_processor()])
+    return transformers.LogitsProcessorList([logits_processor(chain)])
 
 
 @pytest.mark.parametrize("ours, theirs", [
@@ -64,7 +65,7 @@ def test_frequency_penalty_counts_the_tokens_generated_inside_generate(model):
 
 def test_a_new_prompt_starts_a_new_run(model):
     chain = Chain.from_names(("min_new_tokens", {"n": 3, "eos_token_ids": [EOS]}), "greedy")
-    processor = chain.as_hf_logits_processor()
+    processor = logits_processor(chain)
     scores = torch.zeros(1, 100)
     processor(torch.tensor([[1, 2]]), scores)
     processor(torch.tensor([[1, 2, 4]]), scores)

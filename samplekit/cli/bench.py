@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 import typer
 
 from samplekit.cli.errors import fail
-from samplekit.cli.options import TrustRemoteCode
+from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, use_precision, use_threads
+from samplekit.errors import SampleKitError
 
 MAX_BATCH = 1024
+MAX_REPEATS = 1000
 # Rough cost of one cached decoding step on a 2-core CPU (float32): per million parameters at
 # batch 1, growing by a quarter of that per extra row; the variants relative to the engine.
 _MS_PER_MILLION = 0.2
@@ -34,9 +36,16 @@ def preview(shape, model, batch_sizes, new_tokens, repeats, compare) -> list[str
                     + cfg["context_length"] * cfg["emb_dim"]) / 1e6
         seconds = 5 + sum(runs * new_tokens * _MS_PER_MILLION * millions * (1 + 0.25 * (b - 1)) / 1000
                       * sum(_RELATIVE[v] for v in variants) for b in batch_sizes)
-        lines[0] += f"; roughly {_duration(seconds)} on a 2-core CPU ({steps:,} decoding steps; longer on a busy machine)"
+        lines[0] += (f"; roughly {_duration(seconds)} on an idle 2-core CPU ({steps:,} decoding steps; a measured "
+                     "estimate follows the warm-ups)")
     else:
         lines[0] += f" ({steps:,} decoding steps, each about {_MS_PER_MILLION} ms per million parameters on a 2-core CPU)"
+    from samplekit.bench.trust import busy_note, machine_load
+
+    now = machine_load()
+    busy = busy_note(now, now)
+    if busy:
+        lines.append(f"bench: warning: {busy.replace('was busy', 'is busy')}")
     lines.append("bench: units: ms/token is milliseconds per decoding step of the whole batch (at batch 8 a "
                  "step makes 8 tokens, one per row); tokens/s counts every row's tokens; ratios are paired "
                  "medians over the repeats")
@@ -66,50 +75,59 @@ def bench(
     new_tokens: Annotated[int, typer.Option("--new-tokens", "-n", min=1, help="Tokens generated per run.")] = 128,
     compare: Annotated[Optional[list[str]], typer.Option(
         help="Also run 'naive' (the guide's plain loop) and/or 'hf' (transformers' generate); repeatable.")] = None,
-    repeats: Annotated[int, typer.Option(min=1, help="Interleaved repeats; medians are reported.")] = 3,
+    repeats: Annotated[int, typer.Option(min=1, max=MAX_REPEATS, help="Interleaved repeats; medians are reported.")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    threads: Threads = None,
     seed: Annotated[int, typer.Option(help="Seed of the random weights, prompts and sampling.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the measurements as JSON.")] = False,
-    constrained: Annotated[bool, typer.Option(
-        "--constrained", help="Time the chain with a json_schema processor first against the same chain "
-        "unconstrained (needs samplekit-grammar).")] = False,
-    schema: Annotated[Optional[str], typer.Option(
-        help="With --constrained: a JSON schema file (default: an array of 64+ records with free text).")] = None,
     workload: Annotated[Optional[str], typer.Option(
-        help="'ragged': serve --requests prompts of spread lengths with the scheduler (continuous batching) "
-             "and with static batches of --batch-size rows (default 16); tokens/s and ratios. 'open-ended': "
-             "the same prompts, each ending at end-of-text at a step not known in advance.")] = None,
-    requests: Annotated[int, typer.Option(min=1, max=100_000, help="With --workload ragged: how many requests.")] = 256,
+        help="Run a workload instead: 'ragged' (--requests prompts of spread lengths through the scheduler and "
+             "through static batches of --batch-size rows, default 16), 'open-ended' (the same, each ending at "
+             "end-of-text), 'mixed-values' (requests each with their own sampling values against one shared "
+             "setting), or one a plugin registers (samplekit-grammar: 'constrained'). An unknown name lists "
+             "them.")] = None,
+    options: Annotated[Optional[list[str]], typer.Option(
+        "--option", metavar="KEY=VALUE", help="A setting of the --workload (e.g. --workload constrained "
+        "--option schema=records.json); repeatable.")] = None,
+    requests: Annotated[int, typer.Option(min=1, max=100_000, help="With --workload: how many requests.")] = 256,
+    dtype: Dtype = None,
+    compile_: Compile = False,
 ) -> None:
     """Measure generation speed (a benchmark: numbers vary with the machine and its load)."""
     from samplekit.bench import SHAPES, print_report, run_bench
 
     if shape is not None and shape not in SHAPES:
         raise fail(f"--shape {shape!r}: use one of {', '.join(SHAPES)}")
+    use_threads(threads)
     sizes = tuple(batch_sizes or (1, 8))
     bad = [b for b in sizes if not 1 <= b <= MAX_BATCH]
     if bad:
         raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
     if workload is not None:
-        if workload not in ("ragged", "open-ended"):
-            raise fail(f"--workload {workload!r}: use 'ragged' or 'open-ended'")
-        if constrained or compare:
-            raise fail(f"--workload {workload} runs alone, without --constrained or --compare")
-        if batch_sizes and len(batch_sizes) > 1:
-            raise fail(f"--workload {workload} takes one --batch-size (the scheduler's and the static batches' rows)")
+        if compare:
+            raise fail(f"--workload {workload} runs alone, without --compare")
+        from samplekit.bench import BenchSettings
         from samplekit.hf.cli import bench_target
 
-        target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
-        return _ragged(target, config, requests, batch_sizes[0] if batch_sizes else 16, device, seed, as_json,
-                       open_ended=workload == "open-ended")
-    if constrained or schema is not None:
-        if hf_model is not None or compare:
-            raise fail("--constrained runs on --checkpoint or --shape models, without --compare")
-        return _constrained(shape or model, config, schema, sizes, prompt_tokens, new_tokens, repeats, device, seed,
-                            as_json)
+        chosen = _benchmark(workload, batch_sizes, options or ())
+        target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code),
+                          dtype, compile_, device, seed)
+        settings = BenchSettings(model=target, config=config, batch_sizes=tuple(batch_sizes or chosen.batch_sizes),
+                                 prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats,
+                                 requests=requests, device=device, seed=seed, options=_pairs(options or ()))
+
+        def measure(progress):
+            if progress is not None:
+                settings.progress = progress
+            return chosen.run(settings)
+
+        return _emit(measure, chosen.show, as_json)
+    if options:
+        raise fail("--option sets a --workload's settings: name the workload")
     from samplekit.hf.cli import bench_target  # transformers only for a --model folder
 
-    target = shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code)
+    target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code),
+                      dtype, compile_, device, seed)
     for line in preview(shape, hf_model or model, sizes, new_tokens, repeats, tuple(compare or ())):
         typer.echo(line, err=True)
     _emit(lambda progress: run_bench(target, config, batch_sizes=sizes, prompt_tokens=prompt_tokens,
@@ -119,12 +137,12 @@ def bench(
 
 
 def _emit(measure, print_table, as_json: bool) -> None:
-    """Run ``measure(progress)`` (progress lines on stderr unless --json; a ValueError is a usage
-    error) and print its report as JSON or with ``print_table``."""
+    """Run ``measure(progress)`` (progress lines on stderr unless --json; a ValueError or a
+    samplekit error is a usage error) and print its report as JSON or with ``print_table``."""
     progress = None if as_json else (lambda message: typer.echo(f"... {message}", err=True))
     try:
         report = measure(progress)
-    except ValueError as exc:
+    except (ValueError, SampleKitError) as exc:
         raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -132,32 +150,39 @@ def _emit(measure, print_table, as_json: bool) -> None:
         print_table(report)
 
 
-def _constrained(target, config, schema, sizes, prompt_tokens, new_tokens, repeats, device, seed, as_json) -> None:
-    """``bench --constrained``: samplekit.bench.run_constrained_bench, printed."""
-    from samplekit.bench import print_constrained_report, run_constrained_bench
-    from samplekit.safe_io import load_json_file
+def _precise(target, dtype: str | None, compile_: bool, device: str, seed: int):
+    """``target`` loaded, in ``--dtype`` and compiled with ``--compile``; as it is without them."""
+    if dtype is None and not compile_:
+        return target
+    from samplekit.bench import load_bench_model
+    from samplekit.model.precision import parse_dtype
 
-    value = load_json_file(schema, what="JSON schema file") if schema is not None else None
-    typer.echo(f"bench: constrained vs unconstrained, {len(sizes)} batch size(s) x {1 + repeats} runs of "
-               f"{new_tokens} steps each", err=True)
-    _emit(lambda progress: run_constrained_bench(target, config, schema=value, batch_sizes=sizes,
-                                                 prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats,
-                                                 device=device, seed=seed, progress=progress),
-          print_constrained_report, as_json)
-
-
-def _ragged(target, config, requests, batch, device, seed, as_json, *, open_ended: bool) -> None:
-    """``bench --workload ragged|open-ended``: samplekit.throughput.run_workload, printed."""
-    import torch
-
-    from samplekit.bench import bench_tokenizer, load_bench_model
-    from samplekit.throughput import print_workload_report, run_workload
-
+    parse_dtype(dtype)  # an unknown name fails before the model loads
     model, name = load_bench_model(target, device, seed)
-    tokenizer = getattr(target, "tokenizer", None) if isinstance(target, torch.nn.Module) else bench_tokenizer(target)
-    typer.echo(f"bench: {requests} {'open-ended ' if open_ended else ''}requests of spread lengths on {name}, "
-               f"{batch} rows at a time, "
-               "through the scheduler and static batches (a few minutes on a 2-core CPU at the defaults)", err=True)
-    _emit(lambda progress: {"model": name, **run_workload(model, tokenizer, config, requests=requests, batch=batch,
-                                                          seed=seed, open_ended=open_ended, progress=progress)},
-          print_workload_report, as_json)
+    model = use_precision(model, dtype, compile_)
+    model.source = f"{name} ({dtype or 'float32'}{', compiled' * compile_})"
+    return model
+
+
+def _pairs(options) -> dict[str, str]:
+    return dict(o.split("=", 1) for o in options)
+
+
+def _benchmark(name: str, batch_sizes, options):
+    """The registered benchmark ``name`` (built-in or a plugin's), its options and batch sizes
+    checked: a usage error names what is allowed."""
+    from samplekit.plugins import get_benchmarks
+
+    found = get_benchmarks()
+    chosen = found.get(name)
+    if chosen is None:
+        raise fail(f"--workload {name!r}: use one of {', '.join(repr(n) for n in found)} (plugins may add more)")
+    if chosen.one_batch_size and batch_sizes and len(batch_sizes) > 1:
+        raise fail(f"--workload {name} takes one --batch-size")
+    for option in options:
+        key = option.partition("=")[0]
+        if "=" not in option or key not in chosen.options:
+            allowed = ", ".join(f"{k} ({help})" for k, help in chosen.options.items()) or "no --option"
+            raise fail(f"--option {option!r}: --workload {name} takes {allowed}" if "=" in option else
+                       f"--option {option!r}: write KEY=VALUE")
+    return chosen

@@ -26,3 +26,11 @@ def register_processors(register):
     register(JsonSchema)
     register(Regex)
     register(Grammar)
+
+
+@hookimpl
+def register_benchmarks(register):
+    """``samplekit bench --workload constrained`` (samplekit_grammar.bench)."""
+    from samplekit_grammar.bench import CONSTRAINED
+
+    register(CONSTRAINED)
