@@ -21,8 +21,10 @@ from typing import Any
 from samplekit.processor import Processor, Stage
 
 # Filters whose cut depends on the probabilities (so on the temperature), not on ranks alone.
-# (top_k is rank-based, top_n_sigma scales with the temperature: neither cares.)
-PROBABILITY_CUTS = ("top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_a", "tfs")
+# (top_k is rank-based, top_n_sigma scales with the temperature: neither cares.) p-less keeps
+# the tokens at least as probable as sum p^2, top-h bounds the entropy: both move with T.
+PROBABILITY_CUTS = ("top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_a", "tfs",
+                    "p_less", "p_less_norm", "top_h")
 TEMPERATURES = ("temperature", "dynamic_temperature")
 # Well-known penalties (they read the history and reshape logits; meant to run before filters).
 PENALTIES = ("repetition_penalty", "frequency_penalty", "presence_penalty", "dry", "penalties")
@@ -123,7 +125,7 @@ def _greedy_equivalent(p: Processor) -> str | None:
     """Why ``p`` leaves only each row's maximum (and its ties), or None."""
     if p.name == "temperature" and _setting(p, "value") == 0:
         return "temperature 0 already keeps only each row's maximum logit"
-    if p.name == "top_k" and _setting(p, "k") == 1:
+    if p.name == "top_k" and _setting(p, "k") == 1 and (_setting(p, "min_tokens_to_keep") or 1) == 1:
         return "top_k with k=1 already keeps only each row's maximum logit"
     return None
 

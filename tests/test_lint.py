@@ -57,6 +57,10 @@ def test_top_k_1_counts_as_greedy():
     assert "chain[1].min_p" in found and "k=1" in found["chain[1].min_p"]
 
 
+def test_top_k_1_keeping_more_tokens_is_not_greedy():
+    assert lint({"top_k": {"k": 1, "min_tokens_to_keep": 3}}, {"min_p": {"p": 0.1}}, "multinomial") == {}
+
+
 @pytest.mark.parametrize("entry, fragment", [
     ({"temperature": 1.0}, "temperature 1.0 leaves the logits unchanged"),
     ({"top_p": {"p": 1.0}}, "p=1.0 keeps the whole distribution"),
@@ -75,7 +79,8 @@ def test_top_k_at_least_the_vocabulary_is_flagged_only_when_the_vocabulary_is_kn
     assert lint({"top_k": 49}, "multinomial", vocab_size=50) == {}
 
 
-@pytest.mark.parametrize("cut", [{"top_p": {"p": 0.9}}, {"min_p": {"p": 0.1}}, {"typical_p": {"mass": 0.9}}])
+@pytest.mark.parametrize("cut", [{"top_p": {"p": 0.9}}, {"min_p": {"p": 0.1}}, {"typical_p": {"mass": 0.9}},
+                                 {"p_less": {}}, {"p_less_norm": {}}, {"top_h": {"top_h": 0.4}}])
 def test_a_probability_cut_before_temperature_is_flagged(cut):
     name = next(iter(cut))
     found = lint(cut, {"temperature": 0.7}, "multinomial")

@@ -10,11 +10,16 @@ token would extend. Nothing is penalised when the last token is a sequence break
 breaker is never penalised. As in llama.cpp the exponent is capped so ``base ** exponent`` stays
 within float32.
 
-``sequence_breakers`` are token ids or strings; strings are tokenized with ``ctx.tokenizer``
-when the generation starts (the last token of their encoding, as text-generation-webui does) and
-ignored when there is no tokenizer. ``penalty_last_n`` limits the search to the last n tokens
-(-1: the whole history; 0: DRY off). Padding positions (``ctx.attention_mask`` False) are skipped:
-the tokens on either side of padding count as adjacent.
+``sequence_breakers`` are token ids, strings, or token sequences (lists of token ids). Strings
+are tokenized with ``ctx.tokenizer`` when the generation starts (the last token of their
+encoding, as text-generation-webui does) and ignored when there is no tokenizer. A token sequence
+``[t1, ..., tm]`` acts like a one-token breaker wherever it occurs complete: a repeat never
+crosses any of its tokens, none of them is penalised, and nothing is when the history ends with
+it (llama.cpp likewise stops a repeat at a breaker that tokenizes to several tokens); an
+incomplete occurrence breaks nothing.
+``penalty_last_n`` limits the search to the last n tokens (-1: the whole history; 0: DRY off).
+Padding positions (``ctx.attention_mask`` False) are skipped: the tokens on either side of
+padding count as adjacent.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from typing import Any
 
 import torch
 
-from samplekit import Param, Processor, hookimpl
+from samplekit import TOKEN_ID_LIMIT, Param, ParameterError, Processor, hookimpl
+from samplekit.messages import short_repr
 
 __version__ = "0.1.0"
 
@@ -37,6 +43,34 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
         return list(tokenizer.encode(text, allowed_special="all"))  # tiktoken
     except TypeError:
         return list(tokenizer.encode(text))
+
+
+def _breaker(item: Any, where: str) -> int | str | tuple[int, ...]:
+    """One validated breaker: a token id, a non-empty string, or a tuple of token ids."""
+    def is_id(t):
+        return isinstance(t, int) and not isinstance(t, bool) and 0 <= t < TOKEN_ID_LIMIT
+
+    if is_id(item) or (isinstance(item, str) and item):
+        return item
+    if isinstance(item, (list, tuple)) and item and all(is_id(t) for t in item):
+        return tuple(item) if len(item) > 1 else item[0]
+    raise ParameterError(f"{where}: {short_repr(item)} is not allowed; expected a token id in [0, 2**31), a "
+                         "non-empty string, or a non-empty list of token ids (a multi-token breaker)")
+
+
+def _occurrences(x: torch.Tensor, valid: torch.Tensor, sequences: list[tuple[int, ...]]) -> torch.Tensor:
+    """``[B, n]``: the positions covered by a complete occurrence of one of ``sequences`` among
+    the real tokens of ``x`` (``valid``)."""
+    covered = torch.zeros_like(valid)
+    for seq in sequences:
+        m = len(seq)
+        if m > x.shape[1]:
+            continue
+        want = torch.tensor(seq, dtype=x.dtype, device=x.device)
+        starts = ((x.unfold(1, m, 1) == want) & valid.unfold(1, m, 1)).all(dim=-1)  # (B, n-m+1)
+        for offset in range(m):  # mark every token of each occurrence
+            covered[:, offset:offset + starts.shape[1]] |= starts
+    return covered
 
 
 def _right_aligned(ids: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,40 +96,59 @@ class DRY(Processor):
 
     name = "dry"
     params = (
-        Param("multiplier", "float", 0.8, "strength of the penalty; 0 turns DRY off", low=0.0),
+        Param("multiplier", "float", 0.8, "strength of the penalty; 0 turns DRY off", low=0.0, per_row=True),
         Param("base", "float", 1.75, "growth of the penalty with each token of repeat beyond allowed_length",
-              low=1.0, low_open=True),
-        Param("allowed_length", "int", 2, "the longest repeat that goes unpenalised", low=1),
-        Param("sequence_breakers", "token_list", ("\n", ":", '"', "*"),
-              "tokens (ids or strings) a repeat never crosses"),
-        Param("penalty_last_n", "int", -1, "how many of the last tokens to search; -1: all, 0: off", low=-1),
+              low=1.0, low_open=True, per_row=True),
+        Param("allowed_length", "int", 2, "the longest repeat that goes unpenalised", low=1, per_row=True),
+        Param("sequence_breakers", "json", ["\n", ":", '"', "*"],
+              "what a repeat never crosses: token ids, strings, or lists of token ids (multi-token breakers)"),
+        Param("penalty_last_n", "int", -1, "how many of the last tokens to search; -1: all, 0: off", low=-1,
+              per_row=True),
     )
     needs_history = True
     shared_state = True  # the breakers are the same for every row
+    neutral = {"multiplier": 0.0}
+
+    def __init__(self, **values):
+        super().__init__(**values)
+        where = f"{self.name}.sequence_breakers"
+        if not isinstance(self.sequence_breakers, (list, tuple)):
+            raise ParameterError(f"{where}: {short_repr(self.sequence_breakers)} is not allowed; expected a list of "
+                                 "token ids, strings, or lists of token ids")
+        self._breakers = [_breaker(b, f"{where}[{i}]") for i, b in enumerate(self.sequence_breakers)]
 
     def start(self, batch_size, ctx):
-        ids = set()
-        for breaker in self.sequence_breakers:
+        ids, sequences = set(), set()
+        for breaker in self._breakers:
             if isinstance(breaker, int):
                 ids.add(breaker)
+            elif isinstance(breaker, tuple):
+                sequences.add(breaker)
             elif ctx.tokenizer is not None:
                 encoded = _encode(ctx.tokenizer, breaker)
                 if encoded:
                     ids.add(encoded[-1])
-        return {"breakers": torch.tensor(sorted(ids), dtype=torch.long)}
+        return {"breakers": torch.tensor(sorted(ids), dtype=torch.long), "sequences": sorted(sequences)}
 
     def process(self, input_ids, scores, ctx):
-        if self.multiplier == 0.0 or self.penalty_last_n == 0 or input_ids is None or input_ids.shape[1] < 2:
+        """Each row with its own multiplier, base, allowed length and window (all per row)."""
+        return self.by_row_values(ctx, lambda v: self._penalise(input_ids, scores, ctx, **v))
+
+    def _penalise(self, input_ids, scores, ctx, multiplier: float, base: float, allowed_length: int,
+                  penalty_last_n: int):
+        if multiplier == 0.0 or penalty_last_n == 0 or input_ids is None or input_ids.shape[1] < 2:
             return scores
         b, v = scores.shape
         state = ctx.state if isinstance(ctx.state, dict) else self.start(b, ctx)
         x, valid = _right_aligned(input_ids.to(scores.device), ctx.attention_mask)  # (B, T), (B, T)
-        if self.penalty_last_n > 0:
-            x, valid = x[:, -self.penalty_last_n:], valid[:, -self.penalty_last_n:]
+        if penalty_last_n > 0:
+            x, valid = x[:, -penalty_last_n:], valid[:, -penalty_last_n:]
         n = x.shape[1]
         if n < 2:
             return scores
         breaker = torch.isin(x, state["breakers"].to(x.device)) & valid  # (B, n)
+        if state.get("sequences"):
+            breaker |= _occurrences(x, valid, state["sequences"])
 
         # L[b, i]: how many tokens ending at position i match the tokens ending at the last
         # position: x[i - k] == x[n-1 - k] for k = 0 .. L-1, within the real tokens, with no
@@ -111,16 +164,16 @@ class DRY(Processor):
 
         following = x[:, 1:]  # (B, n-1): the token after each earlier end position
         usable = valid[:, 1:] & ~breaker[:, 1:] & (following < v) & ~breaker[:, -1:] & valid[:, -1:]
-        length = torch.where(usable & (length >= self.allowed_length), length, 0)
+        length = torch.where(usable & (length >= allowed_length), length, 0)
         longest = torch.zeros(b, v, dtype=torch.long, device=x.device)
         longest.scatter_reduce_(1, following.clamp(max=v - 1), length, reduce="amax")  # (B, V)
 
         hit = longest > 0
         if not hit.any():
             return scores
-        exponent = (longest - self.allowed_length).clamp(min=0).to(torch.float32)
-        exponent = exponent.clamp(max=_FLOAT32_MAX_LOG / math.log(self.base))
-        penalty = self.multiplier * torch.pow(torch.tensor(self.base, dtype=torch.float32), exponent)  # (B, V)
+        exponent = (longest - allowed_length).clamp(min=0).to(torch.float32)
+        exponent = exponent.clamp(max=_FLOAT32_MAX_LOG / math.log(base))
+        penalty = multiplier * torch.pow(torch.tensor(base, dtype=torch.float32), exponent)  # (B, V)
         lowered = (scores.float() - penalty).to(scores.dtype)
         return torch.where(hit, lowered, scores)
 

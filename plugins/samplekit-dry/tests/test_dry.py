@@ -53,6 +53,7 @@ def _webui_dry(ids: list[int], vocab: int, multiplier: float, base: float, allow
     {},
     {"multiplier": 2.0, "base": 3.0, "allowed_length": 1, "sequence_breakers": [0], "penalty_last_n": 6},
     {"multiplier": 0.0},
+    {"multiplier": 1.0, "allowed_length": 1, "sequence_breakers": [[1, 2], 0, [3, 3, 4]]},
 ])
 def test_dry_conforms(params):
     check_processor(DRY, params=params, examples=30, vocab=(1, 12))
@@ -141,3 +142,40 @@ def test_dry_only_searches_the_last_penalty_last_n_tokens():
     assert _apply(p_window, ids, torch.zeros(1, 5))[0, 4].item() == 0.0
     p_off = DRY(multiplier=1.0, base=2.0, allowed_length=2, sequence_breakers=[], penalty_last_n=0)
     assert torch.equal(_apply(p_off, ids, torch.zeros(1, 5)), torch.zeros(1, 5))
+
+
+def test_a_multi_token_breaker_breaks_a_repeat_only_where_it_occurs_complete():
+    # "1 2 3 | 7 8 | 1 2 3" with breaker [7, 8]: the repeat "1 2 3" is measured up to the breaker
+    ids = torch.tensor([[5, 1, 2, 3, 4, 7, 8, 5, 1, 2, 3]])
+    seq = DRY(multiplier=1.0, base=2.0, allowed_length=2, sequence_breakers=[[7, 8]])
+    plain = DRY(multiplier=1.0, base=2.0, allowed_length=2, sequence_breakers=[])
+    assert _apply(plain, ids, torch.zeros(1, 10))[0, 4].item() == -4.0  # "5 1 2 3": 4 tokens, 2 ** 2
+    assert _apply(seq, ids, torch.zeros(1, 10))[0, 4].item() == -4.0  # the breaker lies outside the repeat
+    broken = torch.tensor([[7, 8, 1, 2, 3, 4, 9, 7, 8, 1, 2, 3]])  # "7 8" inside the would-be repeat
+    assert _apply(seq, broken, torch.zeros(1, 10))[0, 4].item() == -2.0  # "1 2 3" only: 2 ** 1
+    assert _apply(plain, broken, torch.zeros(1, 10))[0, 4].item() == -8.0  # "7 8 1 2 3": 2 ** 3
+    half = torch.tensor([[7, 1, 2, 3, 4, 9, 7, 1, 2, 3]])  # 7 alone is no breaker
+    assert _apply(seq, half, torch.zeros(1, 10))[0, 4].item() == -4.0
+    ends = torch.tensor([[1, 7, 8, 5, 1, 7, 8]])  # the history ends with the breaker: nothing penalised
+    assert torch.equal(_apply(seq, ends, torch.zeros(1, 10)), torch.zeros(1, 10))
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=st.lists(st.integers(0, 4), min_size=1, max_size=15),
+       after=st.lists(st.integers(0, 4), min_size=1, max_size=15), allowed_length=st.integers(1, 3))
+def test_a_multi_token_breaker_acts_as_a_one_token_breaker_in_its_place(before, after, allowed_length):
+    """Invariant: ``before + [7, 8] + after`` with breaker [7, 8] gets the penalties of ``before +
+    [9] + after`` with breaker 9, on every token but 7, 8 and 9 (the breakers' own tokens)."""
+    vocab, kw = 10, {"multiplier": 1.0, "base": 2.0, "allowed_length": allowed_length}
+    pair = _apply(DRY(sequence_breakers=[[7, 8]], **kw), torch.tensor([before + [7, 8] + after]), torch.zeros(1, vocab))
+    one = _apply(DRY(sequence_breakers=[9], **kw), torch.tensor([before + [9] + after]), torch.zeros(1, vocab))
+    assert torch.equal(pair[0, :7], one[0, :7])
+    assert (pair[0, 7:9] == 0).all()  # a breaker's tokens are never penalised
+
+
+@pytest.mark.parametrize("bad", [[[]], [[1, -2]], [1.5], [[1, "a"]], "\n"])
+def test_a_malformed_breaker_is_refused_naming_it(bad):
+    from samplekit.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"dry\.sequence_breakers"):
+        DRY(sequence_breakers=bad)
