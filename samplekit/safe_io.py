@@ -4,22 +4,27 @@ A FIFO would block forever, ``/dev/zero`` never ends, a directory or a missing f
 OSError: ``read_bytes`` refuses them all with the error class the caller chooses (a
 ``ConfigError`` for configs, a ``CheckpointError`` for model files), naming the file, what it is
 and the limit. ``load_json_file`` adds a bounded, strict JSON parse (for Hugging Face
-``config.json`` and the like).
+``config.json`` and the like). ``atomic_write`` replaces a file only once its new contents are
+whole on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from samplekit.errors import ConfigError
 from samplekit.messages import short_repr
 
 MiB = 1 << 20
 FILE_LIMIT = MiB  # the default limit: a JSON model config, a prompt file
+MAX_DEPTH = 64  # nesting of arrays and objects in a JSON value (as of collections in a YAML config)
 
 
 def describe_size(n: int) -> str:
@@ -101,11 +106,13 @@ def load_json_file(path: str | os.PathLike, *, limit: int = FILE_LIMIT, what: st
 
 
 def loads_json(text: str, source: str, *, what: str = "JSON file",
-               error: type[Exception] = ConfigError, lines: bool = True) -> Any:
+               error: type[Exception] = ConfigError, lines: bool = True, max_depth: int = MAX_DEPTH) -> Any:
     """``json.loads`` with the checks of ``load_json_file``; ``lines=False`` for one line of a
-    JSON Lines file (the caller's ``source`` names the line: only the column is said)."""
+    JSON Lines file (the caller's ``source`` names the line: only the column is said). Arrays
+    and objects nested more than ``max_depth`` deep are refused (whatever walks the value
+    recursively later, a copy or a digest, would otherwise end in a RecursionError)."""
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         at = f"line {exc.lineno}, column {exc.colno}" if lines else f"column {exc.colno}"
         raise error(f"{source}: invalid JSON at {at}: {exc.msg}") from None
@@ -113,6 +120,46 @@ def loads_json(text: str, source: str, *, what: str = "JSON file",
         raise error(f"{source}: the {what} is nested too deep") from None
     except ValueError as exc:  # our hooks, an int of too many digits
         raise error(f"{source}: invalid {what}: {exc}") from None
+    if nesting_depth(value) > max_depth:
+        raise error(f"{source}: the {what} is nested more than {max_depth} deep (arrays and objects inside "
+                    "each other)")
+    return value
+
+
+def nesting_depth(value: Any) -> int:
+    """How deep lists and dicts nest in ``value`` (a scalar: 0, ``[]``: 1), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, (list, tuple)) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new contents into: a temporary file in the same folder,
+    flushed to disk and renamed over ``path`` when the block ends, removed when it raises. A
+    failed write (a full disk) leaves the old ``path`` as it was.
+
+        with atomic_write("plot.png") as f:
+            figure.savefig(f, format="png")
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:

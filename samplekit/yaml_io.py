@@ -27,10 +27,9 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from samplekit.errors import ConfigError
 from samplekit.messages import one_line, short_repr
-from samplekit.safe_io import read_text
+from samplekit.safe_io import MAX_DEPTH, read_text
 
 CONFIG_LIMIT = 256 * 1024  # bytes of a YAML config file (PyYAML parses about 100 KiB a second)
-MAX_DEPTH = 64  # nesting of collections in one document
 MAX_ALIAS_NODES = 10_000  # nodes that aliases may add to a document, in all
 _MERGE = "tag:yaml.org,2002:merge"
 

@@ -13,7 +13,6 @@ import os
 import resource
 import signal
 import time
-from contextlib import contextmanager
 from importlib import metadata
 
 import pytest
@@ -28,6 +27,7 @@ from samplekit.cli.bench import preview
 from samplekit.cli.errors import GuardedGroup, user_message
 from samplekit.cli.inputs import unescape
 from samplekit.errors import CheckpointError, ConfigError
+from tests.cli_assertions import assert_one_error_line, time_limit
 from tests.helpers_models import make_tiny_checkpoint
 
 runner = CliRunner()
@@ -53,20 +53,6 @@ RESAVE_HINT = (
 
 def invoke(*args: str, input: str | bytes | None = None):
     return runner.invoke(app, list(args), input=input)
-
-
-def assert_one_error_line(result, *fragments: str) -> str:
-    """Exit 2, exactly one ``error:`` line on stderr (other lines only warnings), no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output)
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.splitlines()
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1, result.stderr
-    assert all(line.startswith(("error: ", "warning: ")) for line in lines), result.stderr
-    assert "Traceback" not in result.output and "╭" not in result.output
-    for fragment in fragments:
-        assert fragment in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
@@ -209,13 +195,13 @@ def test_stop_newline_escape_stops_the_demo_model_at_its_first_newline():
     stopped = invoke("generate", "ROMEO:", "-n", "12", "--seed", "1", "--device", "cpu", "--stop", "\\n")
     assert stopped.exit_code == 0, stopped.output
     assert stopped.stdout == "ROMEO: for you shall think\n"
-    rows = json.loads(invoke("generate", "ROMEO:", "-n", "12", "--seed", "1", "--device", "cpu",
-                             "--stop", "\\n", "--json").stdout)
+    rows = [json.loads(line) for line in invoke("generate", "ROMEO:", "-n", "12", "--seed", "1", "--device", "cpu",
+                                                "--stop", "\\n", "--json").stdout.splitlines()]
     assert rows[0]["finish_reason"] == "stop" and rows[0]["text"] == " for you shall think"
 
 
 def test_a_literal_backslash_n_is_written_doubled(tiny):
-    rows = json.loads(gen(tiny, "x", "-n", "3", "--seed", "1", "--stop", "\\\\n", "--json").stdout)
+    rows = [json.loads(line) for line in gen(tiny, "x", "-n", "3", "--seed", "1", "--stop", "\\\\n", "--json").stdout.splitlines()]
     assert rows[0]["finish_reason"] in ("length", "eos")
 
 
@@ -236,14 +222,14 @@ def test_json_results_are_one_compact_line_each(tiny):
     result = gen(tiny, "x", "-n", "5", "-N", "3", "--seed", "1", "--set", "stop_on_eos=false", "--json")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == "[" and lines[-1] == "]" and len(lines) == 5
-    rows = json.loads(result.stdout)
-    assert len(rows) == 3 and all(len(r["tokens"]) == 5 for r in rows)
+    assert len(lines) == 3 and result.stdout.endswith("\n")
+    rows = [json.loads(line) for line in lines]
+    assert all(len(r["tokens"]) == 5 for r in rows)
 
 
 # -- 8. version, completion, prompt sources, context warning, bench preview ----------------------------
 def test_version_comes_from_the_package_metadata():
-    assert samplekit.__version__ == metadata.version("samplekit")
+    assert samplekit.__version__ == metadata.version("samplekit-lm")
     result = invoke("--version")
     assert result.exit_code == 0 and result.stdout == f"samplekit {samplekit.__version__}\n"
 
@@ -255,15 +241,15 @@ def test_shell_completion_is_offered():
 
 
 def test_a_prompt_from_stdin_or_a_file_equals_the_same_prompt_as_an_argument(tiny, tmp_path):
-    expected = json.loads(gen(tiny, "the three", "-n", "4", "--seed", "3", "--json").stdout)
+    expected = gen(tiny, "the three", "-n", "4", "--seed", "3", "--json").stdout
     from_stdin = gen(tiny, "-", "-n", "4", "--seed", "3", "--json", input="the three")
     assert from_stdin.exit_code == 0, from_stdin.output
-    assert json.loads(from_stdin.stdout) == expected
+    assert from_stdin.stdout == expected
     prompt = tmp_path / "prompt.txt"
     prompt.write_text("the three", encoding="utf-8")
     from_file = gen(tiny, "--prompt-file", str(prompt), "-n", "4", "--seed", "3", "--json")
     assert from_file.exit_code == 0, from_file.output
-    assert json.loads(from_file.stdout) == expected
+    assert from_file.stdout == expected
 
 
 def test_bad_prompt_sources_are_one_error_line(tiny, tmp_path):
@@ -359,20 +345,6 @@ def hostile_files(tmp_path_factory):
     if os.path.exists("/dev/zero"):
         files["zero"] = "/dev/zero"
     return files
-
-
-@contextmanager
-def time_limit(seconds: int):
-    """Fail (rather than hang) when the body runs longer than ``seconds``."""
-    def expire(signum, frame):
-        raise TimeoutError(f"the command ran longer than {seconds} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="needs SIGALRM to bound the time")

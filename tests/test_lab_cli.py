@@ -18,7 +18,7 @@ def run(*args: str):
 
 
 def needs(module: str, extra: str) -> None:
-    pytest.importorskip(module, reason=f"{module} (samplekit[{extra}]) is not installed")
+    pytest.importorskip(module, reason=f"{module} (samplekit-lm[{extra}]) is not installed")
 
 
 def assert_one_error_line(result, *fragments: str) -> None:
@@ -59,6 +59,8 @@ def test_compare_prints_a_table_with_a_row_per_chain(tmp_path):
                  "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "balanced" in result.stdout and "Self-BLEU-4" in result.stdout
+    progress = [line for line in result.stderr.splitlines() if line.startswith("... 1/1 balanced: ")]
+    assert len(progress) == 2 and progress[-1].endswith(" s"), result.stderr  # its start, then its end
     assert "human" not in result.stdout  # plain prompts have no human continuation
 
 
@@ -107,13 +109,13 @@ def test_more_samples_than_the_corpus_holds_is_one_error_line():
 def test_missing_nltk_names_the_lab_extra(monkeypatch):
     for name in ("nltk", "nltk.translate", "nltk.translate.bleu_score"):
         monkeypatch.setitem(sys.modules, name, None)
-    assert_one_error_line(run("compare", "creative", "--samples", "2"), "Self-BLEU", "samplekit[lab]")
+    assert_one_error_line(run("compare", "creative", "--samples", "2"), "Self-BLEU", "samplekit-lm[lab]")
 
 
 def test_missing_matplotlib_names_the_plot_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     assert_one_error_line(run("compare", "creative", "--plot", str(tmp_path / "x.png")),
-                          "--plot", "samplekit[plot]")
+                          "--plot", "samplekit-lm[plot]")
 
 
 def test_bad_logits_file_and_options_that_do_not_apply_are_one_error_line(tmp_path):

@@ -89,7 +89,7 @@ def test_perplexity_is_exp_of_the_token_mean_nll():
 
 
 def test_self_bleu_is_one_for_identical_samples_and_near_zero_for_disjoint_ones():
-    pytest.importorskip("nltk", reason="nltk (samplekit[lab]) is not installed")
+    pytest.importorskip("nltk", reason="nltk (samplekit-lm[lab]) is not installed")
     same = [[1, 2, 3, 4, 5, 6]] * 4
     assert measures.self_bleu(same) == pytest.approx(1.0)
     disjoint = [list(range(10 * i, 10 * i + 8)) for i in range(4)]
@@ -97,7 +97,7 @@ def test_self_bleu_is_one_for_identical_samples_and_near_zero_for_disjoint_ones(
 
 
 def test_self_bleu_is_nltk_sentence_bleu_against_all_other_samples():
-    pytest.importorskip("nltk", reason="nltk (samplekit[lab]) is not installed")
+    pytest.importorskip("nltk", reason="nltk (samplekit-lm[lab]) is not installed")
     from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
 
     rng = random.Random(2)
@@ -115,5 +115,5 @@ def test_self_bleu_is_nltk_sentence_bleu_against_all_other_samples():
 def test_self_bleu_without_nltk_names_the_extra_to_install(monkeypatch):
     for name in ("nltk", "nltk.translate", "nltk.translate.bleu_score"):
         monkeypatch.setitem(sys.modules, name, None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'samplekit\[lab\]'"):
+    with pytest.raises(MissingExtraError, match=r"pip install 'samplekit-lm\[lab\]'"):
         measures.self_bleu([[1, 2], [3, 4]])

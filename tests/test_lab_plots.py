@@ -26,7 +26,7 @@ def replay_rows() -> list[ReplayRow]:
 
 
 def test_comparison_and_tradeoff_plots_are_pngs_matplotlib_can_read(tmp_path):
-    pytest.importorskip("matplotlib", reason="matplotlib (samplekit[plot]) is not installed")
+    pytest.importorskip("matplotlib", reason="matplotlib (samplekit-lm[plot]) is not installed")
     import matplotlib.image
 
     from samplekit.lab.plots import plot_comparison, plot_tradeoff
@@ -43,7 +43,7 @@ def test_plotting_without_matplotlib_names_the_plot_extra(monkeypatch, tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     from samplekit.lab.plots import plot_tradeoff
 
-    with pytest.raises(MissingExtraError, match=r"samplekit\[plot\]"):
+    with pytest.raises(MissingExtraError, match=r"samplekit-lm\[plot\]"):
         plot_tradeoff(replay_rows(), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 

@@ -28,7 +28,8 @@ def test_defaults_ids_seeds_and_blank_lines(tmp_path):
     path = write(tmp_path, "p.jsonl", [{"prompt": "a"}, "", {"prompt": "b", "id": "x"}, {"prompt": "c", "seed": 7}])
     jobs = read_jobs(path, Defaults(seed=100)).jobs
     assert [(j.line, j.id, j.seed) for j in jobs] == [(1, 1, 100), (3, "x", 102), (4, 4, 7)]
-    assert jobs[0].chain == {"chain": [{"temperature": {"value": 0.8}}, {"top_k": {"k": 50}}, {"multinomial": {}}]}
+    assert jobs[0].chain == {"chain": [{"temperature": {"value": 0.8}}, {"top_k": {"k": 50, "min_tokens_to_keep": 1}},
+                                       {"multinomial": {}}]}
     assert (jobs[0].n, jobs[0].max_new_tokens, jobs[0].stop) == (1, 200, ())
 
 

@@ -240,7 +240,7 @@ def test_engine_ray_without_ray_says_how_to_install(requests_file, tmp_path, mon
     result = runner.invoke(app, ["run", str(requests_file), "-o", str(tmp_path / "o.jsonl"), "--engine", "ray"])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: --engine ray needs Ray Data, which is not installed (")
-    assert result.stderr.endswith("): pip install 'samplekit[ray]'\n")
+    assert result.stderr.endswith("): pip install 'samplekit-lm[ray]'\n")
     assert not (tmp_path / "o.jsonl").exists()
 
 

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from samplekit.cli import app
 from tests.helpers_models import make_tiny_checkpoint
 
-ray = pytest.importorskip("ray", reason="Ray Data is an optional extra: pip install 'samplekit[ray]'")
+ray = pytest.importorskip("ray", reason="Ray Data is an optional extra: pip install 'samplekit-lm[ray]'")
 pytest.importorskip("ray.data")
 
 runner = CliRunner()

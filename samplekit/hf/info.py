@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from samplekit.hf.load import (WEIGHT_FILES, check_causal_lm, check_remote_code, load_tokenizer, model_folder,
-                               needs_remote_code, quiet_transformers, read_json, require_transformers)
+                               needs_remote_code, read_config, read_json,
+                               require_transformers)
+from samplekit.hf.limits import meta_skeleton
 from samplekit.hf.model import context_length_of
 
 
@@ -19,14 +19,10 @@ def describe(path: str | os.PathLike, *, tokenizer: str | os.PathLike | None = N
     """Architecture, parameter count, vocabulary, context length, dtype, weights and tokenizer."""
     transformers = require_transformers()
     folder = model_folder(path)
-    raw = read_json(folder / "config.json")
+    raw = read_config(folder)  # sizes checked before the skeleton is built
     check_remote_code(folder, raw, "AutoModelForCausalLM", trust_remote_code)
     check_causal_lm(folder, raw, needs_remote_code(raw, "AutoModelForCausalLM"))
-    with quiet_transformers():
-        config = transformers.AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code,
-                                                         local_files_only=True)
-        with torch.device("meta"):
-            skeleton = transformers.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    config, skeleton = meta_skeleton(transformers, folder, trust_remote_code)  # wrong types: one error
     head = skeleton.get_output_embeddings()
     tok = load_tokenizer(tokenizer if tokenizer is not None else folder, trust_remote_code=trust_remote_code)
     generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}

@@ -3,28 +3,33 @@
     model, tokenizer = load("path/to/folder")            # HFModel, HFTokenizer
     samplekit.generate(model, [tokenizer.encode_prompt("Once upon a time")], tokenizer=tokenizer)
 
-Local folders only: nothing is downloaded. Every problem with the folder is a ``CheckpointError``
+Local folders only: nothing is downloaded. Before transformers reads or allocates anything, the
+folder's files, its config's sizes and the parameters' memory are checked (``samplekit.hf.limits``). Every problem with the folder is a ``CheckpointError``
 or ``TokenizerError`` (the CLI prints it as one line, exit status 2); transformers missing is a
 ``MissingDependencyError``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
+import re
 from pathlib import Path
 
 import torch
 
 from samplekit.errors import CheckpointError, SampleKitError, TokenizerError
+from samplekit.hf.limits import (FILE_LIMITS, JSON_LIMIT, check_dimensions, check_files, check_memory,
+                                 count_parameters, load_bytes_per_parameter)
 from samplekit.hf.model import HFModel
+from samplekit.hf.quiet import quiet_transformers  # noqa: F401 - also for hf.info, hf.export
 from samplekit.hf.tokenizer import HFTokenizer
+from samplekit.model.tokenizer import check_choice
+from samplekit.safe_io import load_json_file
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "tokenizer_config.json")
-INSTALL = "pip install 'samplekit[hf]'"
+INSTALL = "pip install 'samplekit-lm[hf]'"
 
 
 class MissingDependencyError(SampleKitError, ImportError):
@@ -41,30 +46,47 @@ def require_transformers():
     return transformers
 
 
+_REPO_ID = re.compile(r"[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*")
+
+
+def looks_like_repo_id(text: str) -> bool:
+    """Whether ``text`` reads as a Hugging Face Hub id (``owner/name``) rather than a path
+    (``./x``, ``../x``, ``~/x``, ``/x``, ``a/b/c``, ``x``)."""
+    return _REPO_ID.fullmatch(text) is not None and ".." not in text
+
+
 def model_folder(path: str | os.PathLike) -> Path:
     """``path`` as a model folder: it exists, is a directory and holds config.json."""
     folder = Path(path).expanduser()
     if not folder.exists():
-        hint = (" (samplekit reads local folders only; download one first, e.g. "
-                f"`hf download {path} --local-dir DIR`)" if "/" in str(path) and not folder.is_absolute() else "")
-        raise CheckpointError(f"model folder {folder} does not exist{hint}")
+        if not looks_like_repo_id(str(path)):
+            raise CheckpointError(f"--model {path}: no such folder")
+        raise CheckpointError(f"model folder {folder} does not exist (samplekit reads local folders only; "
+                              f"download one first, e.g. `hf download {path} --local-dir DIR`)")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder: --model takes a Hugging Face model folder "
                               "(config.json, weights, tokenizer files); use --checkpoint for a .pt file")
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} is not a Hugging Face model folder: it has no config.json "
                               "(save one with model.save_pretrained(folder))")
+    check_files(folder)
     return folder
 
 
 def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read it as JSON ({exc})") from None
+    """A JSON object file of the folder: a regular UTF-8 file within its bound (``FILE_LIMITS``)."""
+    data = load_json_file(path, limit=FILE_LIMITS.get(path.name, JSON_LIMIT), what="JSON file",
+                          error=CheckpointError)
     if not isinstance(data, dict):
         raise CheckpointError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def read_config(folder: Path) -> dict:
+    """``config.json``, its model sizes checked (``samplekit.hf.limits.check_dimensions``)."""
+    raw = read_json(folder / "config.json")
+    check_dimensions(raw, folder / "config.json")
+    return raw
 
 
 def needs_remote_code(raw: dict, auto_class: str) -> bool:
@@ -106,22 +128,6 @@ def check_causal_lm(folder: Path, raw: dict, remote: bool) -> None:
                               "with causal LMs only")
 
 
-@contextlib.contextmanager
-def quiet_transformers():
-    """transformers' progress bars and info logs off while loading (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def _dtype_kwargs(transformers, dtype, device: torch.device) -> dict:
     """float32 on the CPU (half precision is slow or unsupported there), the saved dtype elsewhere."""
     value = dtype if dtype is not None else (torch.float32 if device.type == "cpu" else "auto")
@@ -136,7 +142,7 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", d
     from samplekit.model.device import resolve_device
 
     folder = model_folder(path)
-    raw = read_json(folder / "config.json")
+    raw = read_config(folder)
     check_remote_code(folder, raw, "AutoModelForCausalLM", trust_remote_code)
     remote = needs_remote_code(raw, "AutoModelForCausalLM")
     check_causal_lm(folder, raw, remote)
@@ -144,6 +150,8 @@ def load_model(path: str | os.PathLike, *, device: str | torch.device = "cpu", d
         raise CheckpointError(f"{folder} holds no PyTorch weights: expected one of {', '.join(WEIGHT_FILES)} "
                               "(save them with model.save_pretrained(folder))")
     target = resolve_device(device)
+    parameters = count_parameters(transformers, folder, trust_remote_code)  # on the meta device
+    check_memory(parameters, load_bytes_per_parameter(raw, dtype, target), target, folder / "config.json")
     try:
         with quiet_transformers():
             hf, report = transformers.AutoModelForCausalLM.from_pretrained(
@@ -170,6 +178,7 @@ def load_tokenizer(path: str | os.PathLike, *, trust_remote_code: bool = False,
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise TokenizerError(f"tokenizer folder {folder} does not exist or is not a folder")
+    check_files(folder)
     if not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise TokenizerError(f"{folder} has no tokenizer files (one of {', '.join(TOKENIZER_FILES)}): "
                              "save the model's tokenizer there (tokenizer.save_pretrained(folder)) or "
@@ -209,6 +218,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype=N
         raise TokenizerError(f"the tokenizer of {tokenizer or folder} has {tok.n_vocab} token ids but the "
                              f"model in {folder} scores only {model.model_vocab_size}: it is not this "
                              "model's tokenizer; pass the one saved with the model (--tokenizer FOLDER)")
+    check_choice(tok.n_vocab, f"the tokenizer of {tokenizer or folder}")
     model.vocab_size = tok.n_vocab
     tok.eos_token_ids = tuple(dict.fromkeys([*model.eos_token_ids, *tok.eos_token_ids]))
     return model, tok

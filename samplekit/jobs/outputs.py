@@ -1,12 +1,16 @@
 """The output of ``samplekit run``: JSON Lines, appended one whole request at a time, resumable.
 
 One line per sample: ``{"id", "line", "index", "text", "tokens", "finish_reason",
-"prompt_tokens", "completion_tokens", "seed"}``; a line that failed validation under
+"prompt_tokens", "completion_tokens", "seed"}``, plus ``"error"`` (what failed) when
+``finish_reason`` is ``"error"``; a line that failed validation under
 ``--skip-invalid`` is one ``{"id", "line", "error"}`` line. Lines come in completion order;
 ``line`` (the request's line in the input) and ``index`` give input order back.
 
 Exactly once: each request's lines go out in one ``write`` (looped over short writes) followed by
-``fsync``, on a file opened in append mode and locked (``flock``) against a second run. A write
+``fsync``, on a file opened in append mode and locked (``flock``) against a second run. A run
+refused by that lock (or by the fingerprint) touches no file: only a run that created the output
+itself (``O_CREAT | O_EXCL``) and holds its lock removes it again, when it fails before writing
+a result; and a run that locks a file another run has just removed opens the path again. A write
 that fails (a full disk) is cut back to the last whole request before the error is reported.
 Beside the output, ``<output>.meta`` holds the fingerprint of what the output is made from (the
 input file's digest, the model, the settings); it is written first, atomically.
@@ -36,6 +40,7 @@ from samplekit.messages import short_repr
 META_SUFFIX = ".meta"
 META_FORMAT = 1
 RESTART = "delete {out} or pass --overwrite to start afresh"
+_OPEN_TRIES = 5
 
 
 class OutputError(JobError):
@@ -43,10 +48,12 @@ class OutputError(JobError):
 
 
 def sample_records(job: Job, result) -> list[dict]:
-    """The output lines of a finished request (a ``samplekit.requests.RequestResult``)."""
+    """The output lines of a finished request (a ``samplekit.requests.RequestResult``); a sample
+    that failed (``"finish_reason": "error"``) also says why, in ``"error"``."""
     return [{"id": job.id, "line": job.line, "index": s.index, "text": s.text, "tokens": list(s.tokens),
              "finish_reason": s.finish_reason, "prompt_tokens": result.prompt_tokens,
-             "completion_tokens": len(s.tokens), "seed": s.seed} for s in result.samples]
+             "completion_tokens": len(s.tokens), "seed": s.seed,
+             **({"error": s.error} if getattr(s, "error", None) is not None else {})} for s in result.samples]
 
 
 def error_record(bad: BadLine) -> dict:
@@ -71,21 +78,36 @@ class ResultFile:
     written: int = 0  # requests written by this run
     _fd: int | None = None
     _size: int = 0
-    _created: bool = False
+    _created: bool = False  # this run created the file (O_EXCL) and holds its lock
+    _wrote_meta: bool = False
 
     # -- opening ------------------------------------------------------------------------------------
     def open(self, *, overwrite: bool = False) -> "ResultFile":
-        """Check the path, lock the file, and start afresh or resume (module docstring)."""
+        """Check the path, lock the file, and start afresh or resume (module docstring).
+
+        A run that is refused (the lock held by another run, another fingerprint) touches no
+        file: only a run that created the file itself (``O_EXCL``) and holds its lock may remove
+        it again on failure."""
         out = Path(self.path)
         self._check_path(out)
-        self._created = not out.exists()
+        for _ in range(_OPEN_TRIES):
+            self._fd, self._created = self._open_fd(out)
+            try:
+                self._lock()
+            except BaseException:
+                self._created = False  # not ours to remove: another run holds it
+                self.close(failed=True)
+                raise
+            if self._still_at_path(self._fd):
+                break
+            # Another run removed the file between our open and our lock (it had created it and
+            # failed): the lock is on a name-less file; open the path again.
+            os.close(self._fd)
+            self._fd = None
+        else:
+            raise OutputError(f"{self.path}: the output keeps being replaced by another process; stop it first")
+        fd = self._fd
         try:
-            fd = os.open(out, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        except OSError as exc:
-            raise OutputError(f"{self.path}: cannot write the output ({exc.strerror or exc})") from None
-        self._fd = fd
-        try:
-            self._lock()
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OutputError(f"{self.path}: the output must be a regular file (resuming reads it back)")
             self._size = os.fstat(fd).st_size
@@ -99,6 +121,31 @@ class ResultFile:
             self.close(failed=True)
             raise
         return self
+
+    def _open_fd(self, out: Path) -> tuple[int, bool]:
+        """Open the output for appending; whether this call created it is decided by the kernel
+        (``O_CREAT | O_EXCL``), never by an earlier look at the path."""
+        flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        for _ in range(_OPEN_TRIES):
+            try:
+                try:
+                    return os.open(out, flags | os.O_CREAT | os.O_EXCL, 0o644), True
+                except FileExistsError:
+                    return os.open(out, flags), False
+            except FileNotFoundError as exc:  # removed between the two opens: try again
+                error = exc
+            except OSError as exc:
+                error = exc
+                break
+        raise OutputError(f"{self.path}: cannot write the output ({error.strerror or error})")
+
+    def _still_at_path(self, fd: int) -> bool:
+        """Whether the file descriptor ``fd`` is still the file named by the output path."""
+        try:
+            here, there = os.fstat(fd), os.stat(self.path)
+        except OSError:
+            return False
+        return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
     def _check_path(self, out: Path) -> None:
         if self.path == "-":
@@ -145,6 +192,7 @@ class ResultFile:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.meta_path)
+            self._wrote_meta = True
             _fsync_dir(self.meta_path)
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -259,15 +307,19 @@ class ResultFile:
         self._size = size
 
     def close(self, failed: bool = False) -> None:
-        """Close; a file this run created and never wrote to is removed when it failed."""
+        """Close; a file this run created (and locked) and never wrote a result to is removed,
+        with the fingerprint it wrote, when the run failed. The names are removed while the lock
+        is held, so no other run can have opened them as its own in between."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
-        os.close(fd)
-        if failed and self._created and self._size == 0:
-            for name in (self.path, self.meta_path):
-                with contextlib.suppress(OSError):
-                    os.unlink(name)
+        try:
+            if failed and self._created and self._size == 0 and self._still_at_path(fd):
+                for name in (self.path, self.meta_path) if self._wrote_meta else (self.path,):
+                    with contextlib.suppress(OSError):
+                        os.unlink(name)
+        finally:
+            os.close(fd)
 
     def __enter__(self) -> "ResultFile":
         return self

@@ -46,10 +46,10 @@ class JobProgress:
     def finished(self, records: list[dict]) -> None:
         """One request's output lines were written."""
         self.requests += 1
-        if len(records) == 1 and "error" in records[0]:
+        if len(records) == 1 and "finish_reason" not in records[0]:  # an invalid line's error record
             self.invalid += 1
         for r in records:
-            if "error" in r:
+            if "finish_reason" not in r:
                 continue
             self.samples += 1
             self.tokens += r["completion_tokens"]

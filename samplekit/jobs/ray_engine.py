@@ -7,6 +7,10 @@ results as batches finish and writes them itself, so resuming and the exactly-on
 live in one place (``outputs``). With per-request seeds and the scheduler's batch invariance a
 request's lines are the same whichever worker, batch or engine ran it.
 
+A local cluster the driver starts (no ``--address``, no ``RAY_ADDRESS``) goes with the driver,
+even when the driver is killed (SIGKILL): ``samplekit.jobs.reaper`` ends the processes Ray
+leaves behind (its agents).
+
 Faults: an actor that dies (a crashed process, a lost node) is restarted and its batch retried,
 at most ``RETRIES`` times each (Ray's ``max_restarts`` / ``max_task_retries``); a batch's
 results reach the driver only when the whole batch is done, so a retried batch is never written
@@ -29,7 +33,7 @@ from samplekit.jobs.inputs import Job
 from samplekit.jobs.models import ModelSpec
 from samplekit.messages import one_line
 
-INSTALL = "pip install 'samplekit[ray]'"
+INSTALL = "pip install 'samplekit-lm[ray]'"
 RETRIES = 3  # restarts of a dead actor, and retries of its batch
 CRASH_ENV = "SAMPLEKIT_TEST_RAY_CRASH"  # tests only: a path; the first batch to create it kills its actor
 
@@ -103,12 +107,38 @@ def run_ray(jobs: list[Job], *, model: ModelSpec, batch_size: int, workers: int 
     ray = require_ray()
     if not jobs:
         return
-    started = _connect(ray, address, workers)
-    try:
-        yield from _run(ray, jobs, model=model, batch_size=batch_size, workers=workers, warn=warn)
-    finally:
-        if started:
-            ray.shutdown()
+    from samplekit.native_logs import quiet_native_logs
+
+    with quiet_native_logs():  # Ray's C++ core prints glog lines (E core_worker.cc:...) on stderr
+        reaper = _reaper(ray, address)
+        try:
+            started = _connect(ray, address, workers)
+        except BaseException:
+            _close(reaper)
+            raise
+        try:
+            yield from _run(ray, jobs, model=model, batch_size=batch_size, workers=workers, warn=warn,
+                            track=reaper.track if reaper is not None else None)
+        finally:
+            if started:
+                ray.shutdown()
+            _close(reaper)
+
+
+def _reaper(ray, address: str | None):
+    """For a local cluster this driver is about to start: a watcher that ends Ray's processes
+    (its agents outlive a killed driver) when the driver dies, even by SIGKILL
+    (``samplekit.jobs.reaper``); None for a cluster that was running already."""
+    if ray.is_initialized() or address is not None or os.environ.get("RAY_ADDRESS"):
+        return None
+    from samplekit.jobs.reaper import Reaper, is_ray
+
+    return Reaper.start(is_ray)
+
+
+def _close(reaper) -> None:
+    if reaper is not None:
+        reaper.close()
 
 
 def _connect(ray, address: str | None, workers: int) -> bool:
@@ -147,7 +177,8 @@ def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
 
 
 def _run(ray, jobs: list[Job], *, model: ModelSpec, batch_size: int, workers: int,
-         warn: Callable[[str], None] | None) -> Iterator[tuple[Job, list[dict]]]:
+         warn: Callable[[str], None] | None,
+         track: Callable[[], None] | None = None) -> Iterator[tuple[Job, list[dict]]]:
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
@@ -162,8 +193,13 @@ def _run(ray, jobs: list[Job], *, model: ModelSpec, batch_size: int, workers: in
         "model": model, "batch_size": batch_size, "crash_marker": os.environ.get(CRASH_ENV) or None}})
     options = dict(batch_size=rows, batch_format="numpy", compute=ActorPoolStrategy(size=workers), **resources)
     results = _map_batches(dataset, worker, options)
+    if track is not None:
+        track()  # the cluster's processes, agents included
     try:
         for row in results.iter_rows():
+            if track is not None:
+                track()  # and those started since (actors)
+                track = None
             item = pickle.loads(row["result"])
             if "fatal" in item:
                 raise JobError(item["fatal"])

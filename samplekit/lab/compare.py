@@ -88,13 +88,18 @@ def encode_prompts(enc, prompts: PromptSet, length: int) -> tuple[list[list[int]
 
 def compare(model, enc, chains: Sequence[NamedChain], prompts: PromptSet, *, samples: int = 200,
             length: int = 128, seed: int = 0, batch_size: int = 64,
-            bleu_hypotheses: int | None = None) -> Comparison:
-    """Generate with every chain and measure each; add the human row when there are continuations."""
+            bleu_hypotheses: int | None = None, progress=None) -> Comparison:
+    """Generate with every chain and measure each; add the human row when there are continuations.
+    ``progress(message)``, when given, hears each chain's start and end (one line each)."""
     prompts = select_prompts(prompts, samples)
     prompt_ids, human = encode_prompts(enc, prompts, length)
     rows, timings = [], {"generate": 0.0, "score": 0.0, "measure": 0.0}
     sets = [(c.name, c.chain) for c in chains] + ([("human", None)] if human is not None else [])
-    for name, chain in sets:
+    for number, (name, chain) in enumerate(sets, 1):
+        began = time.perf_counter()
+        if progress is not None:
+            progress(f"{number}/{len(sets)} {name}: " + ("scoring the human text" if chain is None else
+                     f"generating {len(prompt_ids)} samples of up to {length} tokens, then scoring"))
         seconds = math.nan
         if chain is None:
             tokens = human
@@ -110,6 +115,8 @@ def compare(model, enc, chains: Sequence[NamedChain], prompts: PromptSet, *, sam
         values = text_measures(tokens, nlls, bleu_hypotheses=bleu_hypotheses, seed=seed)
         timings["measure"] += time.perf_counter() - started
         rows.append(Row(name, {**values, "seconds_per_sample": seconds}, tokens))
+        if progress is not None:
+            progress(f"{number}/{len(sets)} {name}: done in {time.perf_counter() - began:.1f} s")
     settings = {"samples": samples, "length": length, "seed": seed, "prompts": prompts.source,
                 "chains": {c.name: c.source for c in chains}, "bleu_hypotheses": bleu_hypotheses}
     return Comparison(rows, settings, timings)

@@ -21,6 +21,7 @@ from samplekit.lab.errors import LabError
 HELDOUT = "demo-heldout"
 HELDOUT_PATH = DATA_DIR / "heldout.jsonl.gz"
 FORMAT = "samplekit.heldout"
+PROMPT_FILE_LIMIT = 16 << 20  # bytes of a --prompts file
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,10 @@ def corpus_prompts(name: str) -> PromptSet:
 def read_prompt_file(path: str | Path) -> PromptSet:
     """Prompts from a file: JSON Lines of ``{"prompt": ..., "continuation": ...}`` (the
     continuation optional, but on every line or none), else one prompt per non-empty line."""
+    from samplekit.safe_io import MAX_DEPTH, nesting_depth, read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabError(f"--prompts {path}: cannot read the prompt file ({exc.__class__.__name__}: "
-                       f"{getattr(exc, 'strerror', None) or exc})") from None
+    text = read_text(path, limit=PROMPT_FILE_LIMIT, what="--prompts file", error=LabError)  # no FIFO, no device
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise LabError(f"--prompts {path}: the file holds no prompts")
@@ -86,6 +85,11 @@ def read_prompt_file(path: str | Path) -> PromptSet:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise LabError(f"--prompts {path}: line {number} is not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            record = None
+        if record is None or nesting_depth(record) > MAX_DEPTH:
+            raise LabError(f"--prompts {path}: line {number} is nested more than {MAX_DEPTH} deep "
+                           "(arrays and objects inside each other)")
         if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
             raise LabError(f"--prompts {path}: line {number} needs a string \"prompt\"")
         records.append(record)

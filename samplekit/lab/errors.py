@@ -31,4 +31,4 @@ def require(module: str, extra: str, purpose: str) -> ModuleType:
     except ImportError:
         raise MissingExtraError(
             f"{purpose} needs {module.split('.')[0]}, which is not installed: "
-            f"pip install 'samplekit[{extra}]'") from None
+            f"pip install 'samplekit-lm[{extra}]'") from None

@@ -15,13 +15,13 @@ File format: one ``torch.save`` of a dict of plain values and tensors, read with
                  "top_ids": [P, N] int16|int32, "lse": [P] float64, "target_logit": [P] float32,
                  "entropy": [P] float32}}
 
-Reading a file of another format or version is refused with a clear error.
+Reading a file of another format or version is refused with a clear error, and so is a damaged
+one (every field is checked at load: ``samplekit.lab.record_checks``).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,7 @@ import torch
 
 from samplekit.lab.errors import RecordError
 from samplekit.lab.scoring import teacher_forced
+from samplekit.safe_io import atomic_write
 
 FORMAT = "samplekit.logits"
 VERSION = 1
@@ -144,55 +145,55 @@ def save_record(record: Record, path: str | Path) -> Path:
     tensors = {k: getattr(record, k).contiguous() for k in TENSORS}
     tensors["top_ids"] = tensors["top_ids"].to(_id_dtype(record.vocab_size))
     data = {"format": FORMAT, "version": VERSION, "meta": record.meta, "tensors": tensors}
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(data, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as handle:
+        torch.save(data, handle)
     return path
 
 
 def load_record(path: str | Path) -> Record:
-    """Read a record; anything but a version-1 samplekit logits record is refused."""
+    """Read a record; anything but a version-1 samplekit logits record is refused, and so is a
+    record with any field out of its type, dtype or range (``samplekit.lab.record_checks``).
+    The tensors are mapped from the file, not read into memory, until they are checked."""
+    from samplekit.lab.record_checks import check_parts, check_record, check_sizes
+
     path = Path(path)
+    size = _file_size(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise RecordError(f"{path}: no such logits record (make one with samplekit record)") from None
-    except Exception as exc:  # not a torch file, or one holding Python objects
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:  # not a torch zip file, one holding Python objects, or damaged
         raise RecordError(f"{path}: not a samplekit logits record ({type(exc).__name__})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise RecordError(f"{path}: not a samplekit logits record (made by samplekit record)")
-    if data.get("version") != VERSION:
-        raise RecordError(f"{path}: a logits record of format version {data.get('version')!r}; this "
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise RecordError(f"{path}: a logits record of format version {version!r}; this "
                           f"samplekit reads version {VERSION}: record it again with samplekit record")
-    tensors = data.get("tensors")
-    missing = [k for k in TENSORS if not isinstance((tensors or {}).get(k), torch.Tensor)]
-    if missing:
-        raise RecordError(f"{path}: the record is damaged: no {', '.join(missing)}")
-    record = Record(**{k: tensors[k] for k in TENSORS}, meta=dict(data.get("meta") or {}))
+    meta, tensors = check_parts(data, path)
+    check_sizes(tensors, size, path)
+    record = Record(**tensors, meta=dict(meta))
+    check_record(record, path)
     record.doc, record.target = record.doc.long(), record.target.long()
-    _check_shapes(record, path)
     return record
+
+
+def _file_size(path: Path) -> int:
+    """The size of the regular file ``path`` (a FIFO or device is refused, not read)."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such logits record (make one with samplekit record)") from None
+    except (OSError, ValueError) as exc:
+        raise RecordError(f"{path}: cannot read the logits record ({getattr(exc, 'strerror', None) or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RecordError(f"{path}: not a regular file; a logits record is a file made by samplekit record")
+    return info.st_size
 
 
 def _id_dtype(vocab: int) -> torch.dtype:
     """Token ids in 2 bytes when they fit, else 4."""
     return torch.int16 if vocab <= torch.iinfo(torch.int16).max else torch.int32
-
-
-def _check_shapes(r: Record, path: Path) -> None:
-    P = r.doc.shape[0]
-    ok = (r.top_values.shape == r.top_ids.shape and r.top_values.shape[0] == P
-          and all(t.shape == (P,) for t in (r.target, r.lse, r.target_logit, r.entropy))
-          and r.tokens.shape[0] == r.lengths.shape[0] == r.prompt_lengths.shape[0]
-          and "vocab_size" in r.meta)
-    if not ok:
-        raise RecordError(f"{path}: the record is damaged: its tensors' shapes disagree")
 
 
 def pair_documents(enc, prompts, continuations, length: int | None = None) -> tuple[list[list[int]], list[int]]:

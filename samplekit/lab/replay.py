@@ -52,6 +52,7 @@ from samplekit.lab.errors import ReplayError
 from samplekit.lab.record import Record
 
 MAX_ROWS = 512  # rows rebuilt at full vocabulary size at a time
+ROW_ELEMENTS = 1 << 25  # at most this many logits in one batch of rebuilt rows (128 MiB of float32)
 FIELDS = ("coverage", "support", "entropy", "human_prob")
 
 
@@ -93,7 +94,7 @@ def replay(record: Record, chains: Sequence[NamedChain], *, seed: int = 0, token
     """A ``model`` row (the recorded distribution itself), then one row per chain."""
     for named in chains:
         _check_chain(named)
-    parts = batches(record)
+    parts = batches(record, max(1, min(MAX_ROWS, ROW_ELEMENTS // record.vocab_size)))
     context = {"context_length": record.meta.get("context_length"), "tokenizer": tokenizer,
                "eos_token_ids": tuple(eos_token_ids)}
     rows = [model_row(record)]

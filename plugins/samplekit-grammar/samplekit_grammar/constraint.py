@@ -17,7 +17,11 @@ a regular expression with no longer match): the row stops there instead of runni
 to the model: end-of-text is allowed beside the tokens that continue it. A token the constraint
 forbids (possible only when a caller bypasses the mask) puts the row's matcher in llguidance's
 error state: the row then allows only end-of-text, and ``accept`` ends it with the reason
-``"constraint_error"`` (its output does not satisfy the constraint). Nothing raises.
+``"constraint_error"`` (its output does not satisfy the constraint). Nothing raises. The same
+holds when llguidance hits one of its limits mid-generation (validation runs each constraint for
+its first bytes, ``samplekit_grammar.sources.probe``, and compiling computes the first mask, so
+an empty language or an early limit is refused before any row starts); the decoding loop reports
+``"constraint_error"`` rather than ``"eos"`` for such a row.
 """
 
 from __future__ import annotations
@@ -104,8 +108,13 @@ class Constraint(Processor):
 
     # -- state ------------------------------------------------------------------------------------
     def start(self, batch_size: int, ctx: StepContext) -> list[RowState]:
-        compiled = self.compiled_for(ctx.tokenizer)
-        return [compiled.row() for _ in range(batch_size)]
+        """One matcher per row, from that row's own constraint (every parameter is per row: rows
+        with different schemas, patterns or grammars share a run)."""
+        made: dict[int, Compiled] = {}
+        for p in self.row_processors(ctx):
+            if id(p) not in made:
+                made[id(p)] = p.compiled_for(ctx.tokenizer)
+        return [made[id(p)].row() for p in self.row_processors(ctx)]
 
     def compiled_for(self, tokenizer: Any) -> Compiled:
         """The grammar compiled for ``tokenizer`` (once per tokenizer object, weakly cached)."""
@@ -123,9 +132,14 @@ class Constraint(Processor):
     def _compile(self, tokenizer: Any) -> Compiled:
         lltok = lltokenizer(tokenizer)
         template = llguidance.LLMatcher(lltok, self.grammar, log_level=0)
-        if template.is_error():
-            raise ParameterError(f"{self.where}: llguidance cannot use this {self.name} with the tokenizer: "
-                                 f"{tidy(template.get_error())}")
+        first = template.deep_copy()
+        if not template.is_error():
+            first.compute_bitmask()  # the first step's mask: an empty language or a limit shows here
+        for m in (template, first):
+            if m.is_error():
+                message = tidy(m.get_error().split("\n<state>", 1)[0])  # without llguidance's state dump
+                raise ParameterError(f"{self.where}: llguidance cannot use this {self.name} with the tokenizer: "
+                                     f"{message}")
         vocab = lltok.vocab_size
         return Compiled(template, vocab, (vocab + 31) // 32, tuple(lltok.eos_tokens), masks.Pacer())
 
@@ -153,11 +167,10 @@ class Constraint(Processor):
         rows: list[RowState] = ctx.state
         if not rows:
             return
-        compiled = rows[0].compiled
         run_eos = set(ctx.eos_token_ids)
         for i, (row, token) in enumerate(zip(rows, tokens.tolist())):
             matcher = row.matcher  # consuming a token takes microseconds: no thread pool (see masks.Pacer)
-            matcher.consume_token(self._for_matcher(matcher, token, run_eos, compiled))
+            matcher.consume_token(self._for_matcher(matcher, token, run_eos, row.compiled))
             if matcher.is_error():
                 ctx.finish([i], BROKEN)
             elif matcher.is_stopped():

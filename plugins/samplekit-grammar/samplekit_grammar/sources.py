@@ -21,6 +21,7 @@ from samplekit.messages import one_line
 from samplekit.safe_io import MiB, loads_json, read_text
 
 SCHEMA_FILE_LIMIT = 4 * MiB  # bytes of a schema file at most
+PROBE_STEPS = 16  # bytes of output a constraint is run for at validation (samplekit_grammar.sources.probe)
 _JSON = Param("schema", "json", None, "a JSON schema", nullable=True)  # the limits of an inline schema
 # llguidance's JSON options for each whitespace style (defaults: a schema's "x-guidance" overrides them).
 WHITESPACE = {
@@ -107,7 +108,61 @@ def checked(grammar: str, where: str, what: str, positions: bool = True) -> str:
     if message and not message.startswith("WARNING"):
         message = message if positions else _POSITION.sub("", message)
         raise ParameterError(f"{where}: {what}: {tidy(message)}")
+    problem = probe(grammar)
+    if problem:
+        raise ParameterError(f"{where}: {problem}")
     return grammar
+
+
+def probe(grammar: str, steps: int = PROBE_STEPS) -> str | None:
+    """What makes ``grammar`` unusable, found by running it on a byte-level tokenizer (256 byte
+    tokens) for up to ``steps`` bytes, each time taking the lowest byte it allows: its language is
+    empty (no first byte and no end), or llguidance hits one of its limits (a lexer or parser
+    limit, such as a repetition of a million or an ``anyOf`` of thousands of branches). None when
+    no problem shows within ``steps`` bytes (the output may still hit a limit later: the row
+    then ends with the finish reason "constraint_error")."""
+    matcher = llguidance.LLMatcher(_byte_tokenizer(), grammar, log_level=0)
+    for step in range(steps):
+        if matcher.is_error() or matcher.is_accepting() or matcher.is_stopped():
+            break
+        allowed = _first_byte(matcher.compute_bitmask())
+        if matcher.is_error():
+            break
+        if allowed is None:
+            return "the constraint matches no text at all (its language is empty)"
+        matcher.consume_token(allowed)
+    if not matcher.is_error():
+        return None
+    message = tidy(matcher.get_error().split("\n<state>", 1)[0])
+    if message.startswith("NoExtensionBias") or not message:
+        return "the constraint matches no text at all (its language is empty)"
+    return f"llguidance cannot run this constraint: {message}"
+
+
+def _first_byte(bitmask) -> int | None:
+    """The lowest byte token (0-255) set in a one-row bitmask."""
+    data = bytes(bitmask)
+    for index, value in enumerate(data[:32]):
+        if value:
+            return index * 8 + (value & -value).bit_length() - 1
+    return None
+
+
+_BYTES: llguidance.LLTokenizer | None = None
+
+
+def _byte_tokenizer() -> llguidance.LLTokenizer:
+    """256 tokens, one per byte, and an end-of-text token 256 (built once)."""
+    global _BYTES
+    if _BYTES is None:
+        import tiktoken
+        from llguidance.tiktoken import lltokenizer_from_encoding
+
+        encoding = tiktoken.Encoding("samplekit-bytes", pat_str=r"[\s\S]",
+                                     mergeable_ranks={bytes([b]): b for b in range(256)},
+                                     special_tokens={"<|endoftext|>": 256})
+        _BYTES = lltokenizer_from_encoding(encoding, eos_token=256)
+    return _BYTES
 
 
 def llguidance_json(value: Any) -> str:

@@ -117,7 +117,7 @@ def test_samplekit_generate_prints_json_that_validates(tmp_path):
     path = config(tmp_path, {"json_schema": {"schema": PERSON}}, max_new_tokens=60, seed=3)
     result = invoke("generate", "ROMEO:", "--config", path, "--json", "-N", "2")
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["finish_reason"] for r in rows] == ["constraint", "constraint"]
     for r in rows:
         jsonschema.validate(json.loads(r["text"]), PERSON)
