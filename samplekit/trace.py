@@ -47,6 +47,7 @@ class StepTrace:
     token_prob: float
     token_rank: int
     stages: list[StageTrace]
+    final_prob: float | None = None  # the chosen token's probability after the last stage (the chain's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,6 +92,7 @@ class Tracer:
         """Each row's trace for this step, given the tokens chosen ``[B]`` and each row's step."""
         raw = self._raw
         chosen = raw.gather(-1, tokens[:, None].to(raw.device))  # (B, 1)
+        final = self._before.gather(-1, tokens[:, None].to(raw.device))[:, 0].tolist()  # (B,)
         ranks = (raw > chosen).sum(dim=-1).tolist()
         stages = [(name, support.tolist(), entropy.tolist(), removed.tolist(), top.tolist())
                   for name, support, entropy, removed, top in self._stages]
@@ -100,6 +102,6 @@ class Tracer:
                 step=steps[r], token=int(token), token_prob=float(chosen[r, 0]), token_rank=int(ranks[r]),
                 stages=[StageTrace(name, int(support[r]), float(entropy[r]), float(removed[r]),
                                    [[int(t), float(p)] for t, p in top[r]])
-                        for name, support, entropy, removed, top in stages]))
+                        for name, support, entropy, removed, top in stages], final_prob=float(final[r])))
         self._stages, self._raw, self._before = [], None, None
         return out

@@ -8,10 +8,14 @@ subprocess on a free localhost port, with an API key; started once per test sess
 from __future__ import annotations
 
 import importlib.util
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 KEY = "test-key-0123"
+CHAT_TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 _shared: dict = {}
 
 
@@ -20,7 +24,29 @@ def needs_serve() -> None:
     for module, extra in (("fastapi", "serve"), ("uvicorn", "serve"), ("sse_starlette", "serve"),
                           ("openai", "serve-test"), ("httpx", "serve-test")):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed: pip install 'samplekit[{extra}]'")
+            pytest.skip(f"{module} is not installed: pip install 'samplekit-lm[{extra}]'")
+
+
+@contextmanager
+def llama_server(root: Path, *, template: str | None = CHAT_TEMPLATE, max_batch: int = 8, **sizes):
+    """``samplekit serve --model`` on a tiny random Llama saved in ``root`` (tests/hf_fixtures.py:
+    ``sizes`` go to model_folder) with a byte-level tokenizer whose chat template is ``template``
+    (None: no template). Skips without the serve extra, transformers or tokenizers. The server
+    carries ``.tokenizer`` and ``.model`` (the folder's name); it is stopped on the way out."""
+    needs_serve()
+    for module in ("transformers", "tokenizers"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not installed: pip install 'samplekit-lm[bench]'")
+    from hf_fixtures import byte_level_tokenizer, model_folder
+    from samplekit.serve.local import LocalServer
+
+    tokenizer = byte_level_tokenizer()
+    if template is not None:
+        tokenizer.chat_template = template
+    folder = model_folder(root, "llama", tokenizer=tokenizer, **sizes)
+    with LocalServer("--model", str(folder), "--max-batch", str(max_batch), api_key=KEY) as server:
+        server.tokenizer, server.model = tokenizer, folder.name
+        yield server
 
 
 @pytest.fixture

@@ -5,30 +5,16 @@ context window is a 413, never cut."""
 
 from __future__ import annotations
 
-import importlib.util
 
 import pytest
 
-from serve_helpers import KEY, needs_serve, openai_client, post
+from serve_helpers import llama_server, openai_client, post
 
-TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
-            "{% if add_generation_prompt %}<|assistant|>{% endif %}")
 
 
 @pytest.fixture(scope="module")
 def chat_server(tmp_path_factory):
-    needs_serve()
-    for module in ("transformers", "tokenizers"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed: pip install 'samplekit[bench]'")
-    from hf_fixtures import byte_level_tokenizer, model_folder
-    from samplekit.serve.local import LocalServer
-
-    tokenizer = byte_level_tokenizer()
-    tokenizer.chat_template = TEMPLATE
-    folder = model_folder(tmp_path_factory.mktemp("chat"), "llama", tokenizer=tokenizer, context=64)
-    with LocalServer("--model", str(folder), "--max-batch", "8", api_key=KEY) as server:
-        server.tokenizer = tokenizer
+    with llama_server(tmp_path_factory.mktemp("chat"), context=64) as server:
         yield server
 
 
@@ -68,3 +54,21 @@ def test_chat_refusals(chat_server):
     images = post(chat_server, "/v1/chat/completions", {"model": model, "messages": [
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
     assert images.status_code == 400 and "only text parts" in images.json()["error"]["message"]
+
+
+def test_developer_renders_as_system_extra_message_keys_are_ignored_and_unknown_roles_refused(chat_server):
+    model = "llama"
+    as_system = post(chat_server, "/v1/chat/completions", {"model": model, "max_tokens": 2, "seed": 1, "messages": [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]})
+    as_developer = post(chat_server, "/v1/chat/completions", {"model": model, "max_tokens": 2, "seed": 1, "messages": [
+        {"role": "developer", "content": "Be brief.", "cache_control": {"type": "ephemeral"}},
+        {"role": "user", "content": "Hi", "reasoning_content": None, "refusal": None}]})
+    assert as_system.status_code == as_developer.status_code == 200, as_developer.text
+    assert as_developer.json()["usage"] == as_system.json()["usage"]
+    assert as_developer.json()["choices"][0]["message"] == as_system.json()["choices"][0]["message"]
+    legacy = post(chat_server, "/v1/chat/completions", {"model": model, "messages": [
+        {"role": "function", "name": "f", "content": "1"}]})
+    assert legacy.status_code == 400 and "role tool" in legacy.json()["error"]["message"]
+    surrogate = post(chat_server, "/v1/chat/completions", None, raw=(
+        '{"model": "llama", "messages": [{"role": "user", "content": "\\ud800"}]}').encode())
+    assert surrogate.status_code == 400 and "surrogate" in surrogate.json()["error"]["message"]

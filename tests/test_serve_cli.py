@@ -32,7 +32,7 @@ def test_without_the_extra_serve_says_what_to_install_and_the_core_never_imports
     assert result.stdout.strip() == "loaded: []"
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "pip install 'samplekit[serve]'" in lines[0], \
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "pip install 'samplekit-lm[serve]'" in lines[0], \
         result.stderr
 
 

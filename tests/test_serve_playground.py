@@ -18,7 +18,7 @@ def browser():
     from samplekit.serve.browser import open_browser, programs
 
     if importlib.util.find_spec("selenium") is None:
-        pytest.skip("selenium is not installed: pip install 'samplekit[serve-test]'")
+        pytest.skip("selenium is not installed: pip install 'samplekit-lm[serve-test]'")
     if programs() is None:
         pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
     driver = open_browser()

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import TrustRemoteCode
+from samplekit.cli.options import Threads, TrustRemoteCode, use_threads
 from samplekit.errors import ConfigError
 
 
@@ -40,8 +40,7 @@ def serve(
     name: Annotated[Optional[str], typer.Option(
         "--name", help="The model's id in the API (default: demo, or the checkpoint's or folder's name).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(
-        min=1, max=1024, help="torch's CPU threads (default: torch's choice; 1 is fastest on a busy machine).")] = None,
+    threads: Threads = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: critical, error, warning, info, "
                                                                "debug.")] = "info",
 ) -> None:
@@ -61,10 +60,7 @@ def serve(
     cfg = load_config(config)
     defaults = mapping.defaults_from_config(cfg)
 
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+    use_threads(threads)
     model, enc, vocab_size, context_length = _load(checkpoint, model_folder, tokenizer, device, trust_remote_code)
     model_id = name or ("demo" if model_folder is None and checkpoint == "demo"
                         else Path(model_folder or checkpoint).expanduser().resolve().name.removesuffix(".pt"))
@@ -91,9 +87,12 @@ def serve(
 
     import uvicorn
 
+    from samplekit.serve.http import Protocol, raise_open_files_limit
+
+    raise_open_files_limit()
     try:
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("debug", "trace"),
-                    timeout_graceful_shutdown=5)
+                    timeout_graceful_shutdown=5, http=Protocol)
     finally:
         engine.close()
 

@@ -4,15 +4,18 @@ and a playground page.
     samplekit serve --checkpoint demo --port 8000        # then any OpenAI client, or http://127.0.0.1:8000/
 
 Modules: ``limits`` (every bound a request meets), ``errors`` (OpenAI-shaped errors),
-``mapping`` (request fields -> a samplekit chain: the one table), ``protocol`` (a request body ->
-scheduler requests), ``responses`` (results and events -> OpenAI's JSON and stream chunks),
-``chat`` (chat templates), ``engine`` (the scheduler thread and its asyncio bridge), ``app``
-(the FastAPI app), ``static/`` (the playground). Tools around it: ``local`` (a server in a
+``mapping`` (request fields -> a samplekit chain: the one table), ``structured`` (structured
+outputs and tool calls -> a grammar-plugin constraint), ``protocol`` (a request body ->
+scheduler requests), ``scoring`` (a prompt's own log-probabilities), ``responses`` (results and
+events -> OpenAI's JSON and stream chunks), ``chat`` (chat templates), ``engine`` (the
+scheduler thread and its asyncio bridge), ``app`` (the FastAPI app), ``http`` (the connection
+layer under it: JSON 400s for malformed HTTP, the read timeout, accept errors), ``static/`` (the
+playground). Tools around it: ``local`` (a server in a
 subprocess on a free port), ``loadtest`` (the load benchmark), ``browser`` and ``screenshot``
 (the playground in headless Chromium).
 
 FastAPI, uvicorn and sse-starlette come with the ``serve`` extra and are imported only by
-``app`` (and the command); the rest of samplekit never imports them.
+``app`` and ``http`` (and the command); the rest of samplekit never imports them.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import importlib
 
 from samplekit.errors import SampleKitError
 
-EXTRA = "pip install 'samplekit[serve]'"
+EXTRA = "pip install 'samplekit-lm[serve]'"
 REQUIRED = ("fastapi", "uvicorn", "sse_starlette")
 
 

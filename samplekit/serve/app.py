@@ -17,6 +17,7 @@ loopback name (a web page cannot reach it through DNS rebinding). Bodies must be
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -31,7 +32,7 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from samplekit.errors import SampleKitError
-from samplekit.serve import limits, mapping, protocol
+from samplekit.serve import limits, mapping, protocol, scoring
 from samplekit.serve.engine import Engine
 from samplekit.serve.errors import APIError, bad, error_body, from_validation, internal
 from samplekit.serve.responses import Answer
@@ -54,7 +55,15 @@ def static_folder() -> str:
 def create_app(engine: Engine, served: protocol.Served, *, api_key: str | None = None,
                loopback: bool = True) -> FastAPI:
     """The app serving ``engine``'s model (``served`` describes it)."""
-    app = FastAPI(title="samplekit", docs_url=None, redoc_url=None, openapi_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        from samplekit.serve.http import quiet_accept_errors
+
+        quiet_accept_errors()  # "too many open files": one line now and then, not a traceback per accept
+        yield
+
+    app = FastAPI(title="samplekit", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    served.eos_ids = tuple(getattr(engine.scheduler, "eos_ids", ()) or ())
     app.add_middleware(_Guard, api_key=api_key, loopback=loopback)
     _handlers(app)
     app.mount("/static", StaticFiles(directory=static_folder()), name="static")
@@ -122,28 +131,46 @@ def _model_card(served: protocol.Served) -> dict[str, Any]:
 
 async def _complete(kind: str, request: Request, engine: Engine, served: protocol.Served):
     body = await read_json(request)
-    try:
-        job = protocol.parse(kind, body, served)
+    try:  # off the event loop: templates, tokenizing and building a chain take time for large requests
+        job = await asyncio.to_thread(protocol.parse, kind, body, served)
     except SampleKitError as exc:  # e.g. a tokenizer's refusal: the client's input
         raise bad(None, str(exc)) from None
-    ticket = engine.submit(job.requests)
     answer = Answer(job, served)
+    if job.scoring is not None:
+        top = job.scoring
+        scored = await engine.call(lambda model: [scoring.prompt_logprobs(model, p, top) for p in job.prompts])
+        answer.prompts_scored(scored)
+    if job.score_only:
+        if job.stream:
+            return EventSourceResponse(_stream(answer, None, engine), sep="\n", ping=15,
+                                       headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return JSONResponse(answer.body())
+    ticket = engine.submit(job.requests)
     if job.stream:
         return EventSourceResponse(_stream(answer, ticket, engine), sep="\n", ping=15,
                                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    gone = asyncio.ensure_future(_disconnected(request))
     try:
         while not answer.finished:
-            try:
-                item = await asyncio.wait_for(ticket.queue.get(), timeout=0.5)
-            except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    return Response(status_code=499)
-                continue
-            _take(answer, item)
+            item = asyncio.ensure_future(ticket.queue.get())
+            await asyncio.wait((item, gone), return_when=asyncio.FIRST_COMPLETED)
+            if not item.done():  # the client went away: its rows are freed at the next step
+                item.cancel()
+                return Response(status_code=499)
+            _take(answer, item.result())
     finally:
+        gone.cancel()
         if not answer.finished:
             engine.cancel(ticket)
     return JSONResponse(answer.body())
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client has gone (the body is read: the next message is the disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _take(answer: Answer, item: tuple) -> list[dict]:
@@ -166,6 +193,10 @@ async def _stream(answer: Answer, ticket, engine: Engine):
         opening = answer.opening()
         for payload in opening:
             yield {"data": _dumps(answer.chunk([payload]))}
+        if answer.job.score_only:  # max_tokens 0: each choice ends at once
+            for c in answer.choices:
+                yield {"data": _dumps(answer.chunk([{"index": c.index, "text": "", "logprobs": None,
+                                                     "finish_reason": "length"}]))}
         while not answer.finished:
             item = await ticket.queue.get()
             try:
@@ -180,7 +211,7 @@ async def _stream(answer: Answer, ticket, engine: Engine):
                 yield {"data": _dumps(answer.usage_chunk())}
         yield {"data": "[DONE]"}
     finally:  # the client went away (or the server stops): free the rows now
-        if not answer.finished:
+        if not answer.finished and ticket is not None:
             engine.cancel(ticket)
 
 

@@ -4,7 +4,8 @@ One thread steps the scheduler while it has work and sleeps while it is idle. Ha
 their requests from the event loop (``submit``, thread-safe) and read what comes back from their
 ``Ticket``'s asyncio queue: after every step the thread hands each ticket its token events and
 finished results in one ``loop.call_soon_threadsafe``. ``cancel`` (a client that went away)
-frees the request's rows at the next step.
+frees the request's rows at the next step. ``call(fn)`` runs ``fn(model)`` on the same thread
+between two steps (scoring a prompt: the model is never used by two threads at once).
 
 If a step raises (a processor error, a bug), every request in flight gets the error (a
 ``SampleKitError``'s own message; anything else a generic one, logged with its traceback) and the
@@ -14,6 +15,7 @@ engine starts again from a fresh scheduler, so the server stays up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 from collections.abc import Callable
@@ -56,6 +58,7 @@ class Engine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._let_go: list[Request] = []  # cancelled requests, kept until a step has dropped them
+        self._calls: collections.deque = collections.deque()  # (fn, future, loop) to run between steps
         self.failures = 0
         self.served = 0
 
@@ -107,6 +110,15 @@ class Engine:
         self._wake.set()
         return ticket
 
+    def call(self, fn: Callable[[Any], Any]) -> asyncio.Future:
+        """``fn(model)`` on the scheduler's thread between two steps; awaitable for its result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        with self._lock:
+            self._calls.append((fn, future, loop))
+        self._wake.set()
+        return future
+
     def cancel(self, ticket: Ticket) -> None:
         """Stop the ticket's unfinished requests at the next step (a client that went away)."""
         with self._lock:
@@ -120,6 +132,7 @@ class Engine:
     # -- the thread ----------------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._run_calls()
             scheduler = self.scheduler
             if scheduler.idle and not self._let_go:
                 self._wake.wait(0.5)
@@ -135,6 +148,21 @@ class Engine:
             with self._lock:
                 del self._let_go[:dropping]
             self._deliver(events, results)
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._lock:
+                if not self._calls:
+                    return
+                fn, future, loop = self._calls.popleft()
+            try:
+                outcome = (True, fn(self.scheduler.model))
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting handler
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the loop is closed
+                pass
 
     def _deliver(self, events, results) -> None:
         by_ticket: dict[int, tuple[Ticket, list, list]] = {}
@@ -168,3 +196,13 @@ class Engine:
             self.scheduler = self.make_scheduler()
         for ticket in tickets.values():
             ticket.push(("error", error))
+
+
+def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
+    if future.done():  # the handler went away
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)

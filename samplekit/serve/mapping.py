@@ -4,15 +4,20 @@ A request's sampling fields (OpenAI's, vLLM's and llama.cpp's server's) become o
 processors run in this order (vLLM's and Hugging Face's: temperature before the truncations, as
 OpenAI clients expect; llama.cpp's ``samplers`` field reorders the middle part):
 
-    logit_bias, bad_words, min_tokens, stop_token_ids       what may be chosen at all
+    logit_bias, sequence_bias, bad_words (and bad_words_ids), min_tokens   what may be chosen at all
     -> penalties (repetition, frequency, presence), no_repeat_ngram, DRY
-    -> temperature (or dynamic temperature), top_k, top_p, min_p, typical_p, top_n_sigma, XTC
+    -> temperature (or dynamic temperature), smoothing, top_h, top_k, top_p, min_p, typical_p,
+       top_n_sigma, XTC
+    -> adaptive_p (it reshapes the final distribution: always last, as in llama.cpp)
     -> the selector: multinomial; greedy when temperature is 0; mirostat replaces multinomial
 
-A field at its "off" value adds nothing (temperature 1, top_p 1, top_k 0 or -1, min_p 0,
-penalties 0 or 1, ...). Every value is checked against a ``samplekit.params.Param`` (the config
-validator's own checks), so a refused value is a 400 naming the field and what is allowed.
-``python -m samplekit.serve.mapping`` prints the table in Markdown (the README's copy).
+``stop_token_ids`` and ``ignore_eos`` add no processor: they are the request's run settings
+(``Request.stop_token_ids``, ``stop_on_eos``), checked by the decoding loop. A field at its
+"off" value adds nothing (temperature 1, top_p 1, top_k 0 or -1, min_p 0, penalties 0 or 1, ...).
+Every value is checked against a ``samplekit.params.Param`` (the config validator's own checks),
+so a refused value is a 400 naming the field and what is allowed.
+``python -m samplekit.serve.mapping`` prints the table in Markdown (docs/serving.md's
+"Every request field" is written from it when the documentation is built).
 
 The server's ``--config`` gives the fields' defaults (its chain must be one the table can write);
 a request's own fields override them one by one. The ``samplekit`` field holds a whole chain
@@ -21,33 +26,32 @@ config instead (``parse_samplekit``): only registered processors and validated v
 
 from __future__ import annotations
 
-import collections
 import json
 import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
+from samplekit.chain_cache import ChainCache as SharedChainCache
 from samplekit.config import RUN_KEYS, parse_config, preset_path
 from samplekit.errors import ParameterError, SampleKitError
 from samplekit.messages import short_repr
 from samplekit.params import Param
-from samplekit.processor import Processor
 from samplekit.serve import limits
 from samplekit.serve.errors import bad
 
 # The chain's slots, in the order the processors run. llama.cpp's ``samplers`` reorders MIDDLE.
-FIRST = ("logit_bias", "bad_words", "min_tokens", "stop_token_ids")
-MIDDLE = ("penalties", "no_repeat_ngram", "dry", "temperature", "top_k", "top_p", "min_p", "typical_p",
-          "top_n_sigma", "xtc")
-ORDER = (*FIRST, *MIDDLE, "selector")
+FIRST = ("logit_bias", "sequence_bias", "bad_words", "min_tokens")
+MIDDLE = ("penalties", "no_repeat_ngram", "dry", "temperature", "smoothing", "top_h", "top_k", "top_p", "min_p",
+          "typical_p", "top_n_sigma", "xtc")
+LAST = ("adaptive_p",)  # after every reorderable slot, just before the selector
+ORDER = (*FIRST, *MIDDLE, *LAST, "selector")
 # llama.cpp's sampler names (its ``samplers`` field) -> slots.
 SAMPLERS = {"penalties": ("penalties", "no_repeat_ngram"), "dry": ("dry",), "top_n_sigma": ("top_n_sigma",),
             "top_k": ("top_k",), "typ_p": ("typical_p",), "typical_p": ("typical_p",), "top_p": ("top_p",),
-            "min_p": ("min_p",), "xtc": ("xtc",), "temperature": ("temperature",)}
-GREEDY_SKIPS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "top_n_sigma", "xtc")
+            "min_p": ("min_p",), "xtc": ("xtc",), "temperature": ("temperature",),
+            "smoothing": ("smoothing",), "top_h": ("top_h",)}  # the last two: samplekit's names (no llama.cpp peer)
+GREEDY_SKIPS = ("temperature", "smoothing", "top_h", "top_k", "top_p", "min_p", "typical_p", "top_n_sigma", "xtc",
+                "adaptive_p")
 
 
 @dataclass(frozen=True)
@@ -77,21 +81,29 @@ FIELDS: tuple[Field, ...] = (
     Field("logit_bias", "OpenAI", _p("logit_bias", "token_bias", None, low=-100, high=100, nullable=True),
           "logit_bias", "`logit_bias {bias}`: adds the value to the token's logit (vLLM's way; -100 all but bans)",
           "empty", accepted="mapping of token ids (OpenAI writes them as strings) to numbers in [-100, 100]"),
+    Field("sequence_bias", "transformers", _p("sequence_bias", "json", None, nullable=True), "sequence_bias",
+          "`sequence_bias {bias}`: adds the bias to a sequence's last token when the tokens before it end the "
+          "history", "empty", accepted="list of [sequence, bias] pairs (sequence: a list of token ids, or text), "
+          "or a mapping of text to a bias"),
     Field("bad_words", "vLLM", _p("bad_words", "str_list", (), nonempty=True), "bad_words",
           "`banned_strings {strings}`: bans every token that would complete a word", "empty"),
+    Field("bad_words_ids", "transformers", _p("bad_words_ids", "json", None, nullable=True), "bad_words",
+          "`banned_sequences {sequences}`: bans a sequence's last token when the tokens before it end the history",
+          "empty", accepted="list of token sequences, each a non-empty list of token ids"),
     Field("min_tokens", "vLLM", _p("min_tokens", "int", 0, low=0, high=limits.MAX_TOKENS), "min_tokens",
           "`min_new_tokens {n}`: end-of-text suppressed for the first n tokens", "0"),
-    Field("stop_token_ids", "vLLM", _p("stop_token_ids", "int_list", ()), "stop_token_ids",
-          "ends the sample after one of these tokens (kept in the text)", "empty"),
+    Field("stop_token_ids", "vLLM", _p("stop_token_ids", "int_list", ()), "run",
+          "the request's `stop_token_ids`: ends the sample after one of these tokens (kept in the text; "
+          "a run setting, no processor)", "empty"),
     Field("ignore_eos", "vLLM", _p("ignore_eos", "bool", False), "run",
           "the request's `stop_on_eos: false` (no processor)", "false"),
-    Field("repetition_penalty", "vLLM", _p("repetition_penalty", "float", 1.0, low=0, low_open=True),
+    Field("repetition_penalty", "vLLM", _p("repetition_penalty", "float", 1.0, low=0, low_open=True, divisor=True),
           "penalties", "`repetition_penalty {penalty, scope: history}` (prompt and output tokens)", "1"),
-    Field("repeat_penalty", "llama.cpp", _p("repeat_penalty", "float", 1.0, low=0, low_open=True),
+    Field("repeat_penalty", "llama.cpp", _p("repeat_penalty", "float", 1.0, low=0, low_open=True, divisor=True),
           "penalties", "the same as repetition_penalty (give one, or both equal)", "1"),
     Field("repeat_last_n", "llama.cpp", _p("repeat_last_n", "int", -1, low=-1), "penalties",
-          "the penalties' window: -1 (or >= the context) the whole history, 0 turns the three penalties off; "
-          "other windows are refused (samplekit's penalties have none)", "-1"),
+          "the three penalties' `last_n`: only the last n tokens of each penalty's scope count; -1 all of them, "
+          "0 turns the penalties off", "-1"),
     Field("frequency_penalty", "OpenAI", _p("frequency_penalty", "float", 0.0, low=-2, high=2), "penalties",
           "`frequency_penalty {penalty}` over the output tokens (vLLM's scope)", "0"),
     Field("presence_penalty", "OpenAI", _p("presence_penalty", "float", 0.0, low=-2, high=2), "penalties",
@@ -109,13 +121,20 @@ FIELDS: tuple[Field, ...] = (
     Field("dry_sequence_breakers", "llama.cpp", _p("dry_sequence_breakers", "str_list", ("\n", ":", '"', "*"),
                                                    nonempty=True), "dry",
           "`dry.sequence_breakers`", '["\\n", ":", "\\"", "*"]', "dry"),
-    Field("temperature", "OpenAI", _p("temperature", "float", 1.0, low=0), "temperature",
+    Field("temperature", "OpenAI", _p("temperature", "float", 1.0, low=0, divisor=True), "temperature",
           "`temperature {value}`; 0 makes the selector `greedy` (and the truncations, XTC and mirostat moot)",
           "1"),
     Field("dynatemp_range", "llama.cpp", _p("dynatemp_range", "float", 0.0, low=0), "temperature",
           "> 0: `dynamic_temperature {temperature, range, exponent}` instead of temperature", "0"),
     Field("dynatemp_exponent", "llama.cpp", _p("dynatemp_exponent", "float", 1.0, low=0), "temperature",
           "`dynamic_temperature.exponent`", "1"),
+    Field("smoothing_factor", "text-generation-webui", _p("smoothing_factor", "float", 0.0, low=0, high=100),
+          "smoothing", "`smoothing {factor, curve}` (quadratic sampling)", "0"),
+    Field("smoothing_curve", "text-generation-webui", _p("smoothing_curve", "float", 1.0, low=1, high=10),
+          "smoothing", "`smoothing.curve` (1 quadratic, 3 cubic)", "1"),
+    Field("top_h", "transformers", _p("top_h", "float", None, low=0, low_open=True, high=1, nullable=True), "top_h",
+          "`top_h {top_h}` (entropy-bounded truncation over the top 100, as transformers' `TopHLogitsWarper`)",
+          "null"),
     Field("top_k", "vLLM", _p("top_k", "int", -1, low=-1), "top_k", "`top_k {k}`", "0 or -1"),
     Field("top_p", "OpenAI", _p("top_p", "float", 1.0, low=0, low_open=True, high=1), "top_p", "`top_p {p}`", "1"),
     Field("min_p", "vLLM", _p("min_p", "float", 0.0, low=0, high=1), "min_p", "`min_p {p}`", "0"),
@@ -129,6 +148,10 @@ FIELDS: tuple[Field, ...] = (
           "`xtc {threshold, probability}`", "0", "xtc"),
     Field("xtc_threshold", "llama.cpp", _p("xtc_threshold", "float", 0.1, low=0, low_open=True, high=1), "xtc",
           "`xtc.threshold` (> 0.5 turns XTC off, as in llama.cpp)", "0.1", "xtc"),
+    Field("adaptive_target", "llama.cpp", _p("adaptive_target", "float", -1.0, high=1), "adaptive_p",
+          "`adaptive_p {target, decay}`, last before the selector (not with mirostat)", "< 0"),
+    Field("adaptive_decay", "llama.cpp", _p("adaptive_decay", "float", 0.9, low=0, high=0.99), "adaptive_p",
+          "`adaptive_p.decay`", "0.9"),
     Field("mirostat", "llama.cpp", _p("mirostat", "int", 0, low=0, high=2), "selector",
           "1: selector `mirostat {tau, eta}`, 2: `mirostat_v2 {tau, eta}`, instead of multinomial", "0",
           "mirostat"),
@@ -138,29 +161,10 @@ FIELDS: tuple[Field, ...] = (
           "`mirostat.eta`", "0.1", "mirostat"),
     Field("samplers", "llama.cpp", _p("samplers", "str_list", (), nonempty=True), "order",
           "the order of the middle slots, by llama.cpp's names (penalties, dry, top_n_sigma, top_k, typ_p, "
-          "top_p, min_p, xtc, temperature); slots it leaves out do not run", "the order above"),
+          "top_p, min_p, xtc, temperature) and samplekit's (smoothing, top_h); slots it leaves out do not run",
+          "the order above"),
 )
 BY_NAME = {f.name: f for f in FIELDS}
-
-
-# -- the processor that stop_token_ids needs (not registered: a request cannot name it) -----------
-
-class StopTokens(Processor):
-    """End a row after it chooses one of ``tokens`` (the token is kept); scores pass unchanged."""
-
-    name = "stop_token_ids"
-    params = (Param("tokens", "int_list", ()),)
-    keeps_argmax = is_filter = vocab_symmetric = stateful = True
-    candidate_safe = commutes_with_top_k = True
-
-    def process(self, input_ids, scores, ctx):
-        return scores
-
-    def accept(self, tokens: torch.Tensor, ctx) -> None:
-        ids = torch.tensor(self.tokens, dtype=tokens.dtype, device=tokens.device)
-        rows = torch.isin(tokens, ids).nonzero().flatten().tolist()
-        if rows:
-            ctx.finish(rows, "stop")
 
 
 # -- reading the fields ------------------------------------------------------------------------------
@@ -184,13 +188,8 @@ def validate(fields: dict[str, Any], *, vocab_size: int, context_length: int | N
             raise bad(name, str(exc)) from None
         if name == "stop_token_ids":
             _check_ids(name, out[name], vocab_size)
-        if name == "repeat_last_n" and out[name] not in (-1, 0) and \
-                (context_length is None or out[name] < context_length):
-            allowed = "-1 (the whole history) or 0 (penalties off)" + (
-                f" or a window of at least the context length ({context_length}), the same as -1"
-                if context_length else "")
-            raise bad(name, f"repeat_last_n: {out[name]} is not supported: samplekit's penalties read the "
-                            f"whole history; allowed: {allowed}")
+        if name in SEQUENCE_FIELDS:
+            _check_sequences(name, out[name], vocab_size)
         if name == "samplers":
             unknown = [s for s in out[name] if s not in SAMPLERS]
             if unknown:
@@ -201,6 +200,31 @@ def validate(fields: dict[str, Any], *, vocab_size: int, context_length: int | N
     if "repeat_penalty" in out:  # llama.cpp's name for the same setting
         out["repetition_penalty"] = out.pop("repeat_penalty")
     return out
+
+
+# Fields holding token sequences -> (the processor, its parameter) that checks them.
+SEQUENCE_FIELDS = {"sequence_bias": ("sequence_bias", "bias"), "bad_words_ids": ("banned_sequences", "sequences")}
+
+
+def _check_sequences(name: str, value: Any, vocab_size: int) -> None:
+    """``sequence_bias`` / ``bad_words_ids``: the processor's own checks, token ids within the
+    vocabulary; ``bad_words_ids`` holds token ids only (text goes in ``bad_words``)."""
+    from samplekit.processors.sequences import BannedSequences, SequenceBias
+
+    processor, param = SEQUENCE_FIELDS[name]
+    cls = SequenceBias if processor == "sequence_bias" else BannedSequences
+    try:
+        cls(**{param: value}, _where=name)
+    except ParameterError as exc:
+        raise bad(name, str(exc).replace(f"{cls.name}.{param}", name)) from None
+    pairs = value.items() if isinstance(value, dict) else value
+    for i, item in enumerate(pairs):
+        seq = item[0] if name == "sequence_bias" else item
+        if name == "bad_words_ids" and not isinstance(seq, (list, tuple)):
+            raise bad(name, f"{name}[{i}]: {short_repr(seq)} is not allowed; expected a non-empty list of token "
+                            "ids (ban text with bad_words)")
+        if isinstance(seq, (list, tuple)):
+            _check_ids(f"{name}[{i}]", seq, vocab_size)
 
 
 def _logit_bias(value: Any, vocab_size: int) -> dict[int, float]:
@@ -229,7 +253,8 @@ def _logit_bias(value: Any, vocab_size: int) -> dict[int, float]:
 def _check_ids(name: str, ids, vocab_size: int) -> None:
     for t in ids:
         if not 0 <= t < vocab_size:
-            raise bad(name, f"{name}: token id {t} is out of range; expected token ids in [0, {vocab_size - 1}]")
+            raise bad(name.split("[")[0], f"{name}: token id {t} is out of range; expected token ids in "
+                                          f"[0, {vocab_size - 1}]")
 
 
 # -- fields -> chain entries -------------------------------------------------------------------------
@@ -244,7 +269,7 @@ def entries(values: dict[str, Any], explicit: set[str] = frozenset()) -> tuple[l
     if v["samplers"]:
         middle = [slot for name in v["samplers"] for slot in SAMPLERS[name]]
         middle = list(dict.fromkeys(middle))
-    slots = [*FIRST, *middle, "selector"]
+    slots = [*FIRST, *middle, *LAST, "selector"]
     built: dict[str, list[tuple[str, dict]]] = {slot: _slot(slot, v) for slot in ORDER}
     for name in explicit:
         slot = BY_NAME[name].slot
@@ -263,17 +288,22 @@ def _slot(slot: str, v: dict[str, Any]) -> list[tuple[str, dict]]:
     keep = {"min_tokens_to_keep": max(1, v["min_keep"])}
     if slot == "logit_bias":
         return [("logit_bias", {"bias": v["logit_bias"]})] if v["logit_bias"] else []
+    if slot == "sequence_bias":
+        return [("sequence_bias", {"bias": v["sequence_bias"]})] if v["sequence_bias"] else []
     if slot == "bad_words":
-        return [("banned_strings", {"strings": list(v["bad_words"])})] if v["bad_words"] else []
+        out = [("banned_strings", {"strings": list(v["bad_words"])})] if v["bad_words"] else []
+        return out + ([("banned_sequences", {"sequences": v["bad_words_ids"]})] if v["bad_words_ids"] else [])
     if slot == "min_tokens":
         return [("min_new_tokens", {"n": v["min_tokens"]})] if v["min_tokens"] else []
     if slot == "penalties":
         if v["repeat_last_n"] == 0:
             return []
+        window = {"last_n": v["repeat_last_n"]} if v["repeat_last_n"] > 0 else {}
         rep = v["repetition_penalty"]
-        out = [("repetition_penalty", {"penalty": rep, "scope": "history"})] if rep != 1 else []
-        out += [("frequency_penalty", {"penalty": v["frequency_penalty"]})] if v["frequency_penalty"] else []
-        return out + ([("presence_penalty", {"penalty": v["presence_penalty"]})] if v["presence_penalty"] else [])
+        out = [("repetition_penalty", {"penalty": rep, "scope": "history", **window})] if rep != 1 else []
+        out += [("frequency_penalty", {"penalty": v["frequency_penalty"], **window})] if v["frequency_penalty"] else []
+        return out + ([("presence_penalty", {"penalty": v["presence_penalty"], **window})]
+                      if v["presence_penalty"] else [])
     if slot == "no_repeat_ngram":
         return [("no_repeat_ngram", {"size": v["no_repeat_ngram_size"]})] if v["no_repeat_ngram_size"] else []
     if slot == "dry":
@@ -287,6 +317,11 @@ def _slot(slot: str, v: dict[str, Any]) -> list[tuple[str, dict]]:
             return [("dynamic_temperature", {"temperature": v["temperature"], "range": v["dynatemp_range"],
                                              "exponent": v["dynatemp_exponent"]})]
         return [("temperature", {"value": v["temperature"]})] if v["temperature"] != 1 else []
+    if slot == "smoothing":
+        return [("smoothing", {"factor": v["smoothing_factor"], "curve": v["smoothing_curve"]})] \
+            if v["smoothing_factor"] else []
+    if slot == "top_h":
+        return [("top_h", {"top_h": v["top_h"]})] if v["top_h"] is not None else []
     if slot == "top_k":
         return [("top_k", {"k": v["top_k"]})] if v["top_k"] > 0 else []
     if slot == "top_p":
@@ -301,6 +336,13 @@ def _slot(slot: str, v: dict[str, Any]) -> list[tuple[str, dict]]:
         if not v["xtc_probability"] or v["xtc_threshold"] > 0.5:
             return []
         return [("xtc", {"threshold": v["xtc_threshold"], "probability": v["xtc_probability"]})]
+    if slot == "adaptive_p":
+        if v["adaptive_target"] < 0:
+            return []
+        if v["mirostat"]:
+            raise bad("adaptive_target", "adaptive_target: adaptive_p and mirostat each choose the final "
+                                         "distribution; give one (adaptive_target < 0 or mirostat 0)")
+        return [("adaptive_p", {"target": v["adaptive_target"], "decay": v["adaptive_decay"]})]
     if slot == "selector":
         if v["temperature"] == 0:
             return [("greedy", {})]
@@ -416,38 +458,20 @@ def _refuse_files(chain: Any, registry) -> None:
 
 # -- building chains (kept: equal chains are one Chain, so they share the scheduler's runs) ------------
 
-class ChainCache:
-    """Chains built from ``(processor, params)`` lists, the last ``size`` kept (equal requests
-    then share one Chain object, and so one run in the scheduler's batch)."""
+class ChainCache(SharedChainCache):
+    """Request chains built from ``(processor, params)`` lists: the shared chain cache
+    (samplekit.chain_cache, bounded by count and by memory), ``size`` chains at most. Equal
+    requests share one Chain object; chains differing only in per-row values share one run."""
 
     def __init__(self, registry, size: int = limits.CHAIN_CACHE):
-        self.registry, self.size = registry, size
-        self._built: collections.OrderedDict[str, Any] = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self.registry = registry
+        super().__init__(self._build, max_chains=size)
 
-    def get(self, chain: list[tuple[str, dict]], stop_ids: list[int] = ()):
+    def _build(self, chain: list[tuple[str, dict]]):
         from samplekit.chain import Chain
 
-        key = json.dumps([chain, sorted(set(stop_ids))], sort_keys=True, default=_jsonable)
-        with self._lock:
-            if key in self._built:
-                self._built.move_to_end(key)
-                return self._built[key]
-        processors = [self.registry.create(name, values, where="request") for name, values in chain]
-        if stop_ids:
-            processors.insert(_stop_position(processors), StopTokens(tokens=sorted(set(stop_ids))))
-        built = Chain(processors, source="request")
-        with self._lock:
-            self._built[key] = built
-            while len(self._built) > self.size:
-                self._built.popitem(last=False)
-        return built
-
-
-def _stop_position(processors) -> int:
-    """stop_token_ids runs after the bans and biases, before everything else (its slot)."""
-    first = {"logit_bias", "banned_strings", "min_new_tokens"}
-    return sum(1 for p in processors if p.name in first)
+        return Chain([self.registry.create(name, values, where="request") for name, values in chain],
+                     source="request")
 
 
 def _jsonable(value: Any) -> Any:
@@ -475,9 +499,14 @@ def defaults_from_config(cfg) -> dict[str, Any]:
         "min_p": lambda s: {"min_p": s["p"], "min_keep": s["min_tokens_to_keep"]},
         "typical_p": lambda s: {"typical_p": s["mass"], "min_keep": s["min_tokens_to_keep"]},
         "top_n_sigma": lambda s: {"top_n_sigma": s["n"]},
-        "repetition_penalty": lambda s: {"repetition_penalty": s["penalty"]},
-        "frequency_penalty": lambda s: {"frequency_penalty": s["penalty"]},
-        "presence_penalty": lambda s: {"presence_penalty": s["penalty"]},
+        "repetition_penalty": lambda s: {"repetition_penalty": s["penalty"], "repeat_last_n": s["last_n"]},
+        "frequency_penalty": lambda s: {"frequency_penalty": s["penalty"], "repeat_last_n": s["last_n"]},
+        "presence_penalty": lambda s: {"presence_penalty": s["penalty"], "repeat_last_n": s["last_n"]},
+        "smoothing": lambda s: {"smoothing_factor": s["factor"], "smoothing_curve": s["curve"]},
+        "top_h": lambda s: {"top_h": s["top_h"]},
+        "adaptive_p": lambda s: {"adaptive_target": s["target"], "adaptive_decay": s["decay"]},
+        "sequence_bias": lambda s: {"sequence_bias": s["bias"]},
+        "banned_sequences": lambda s: {"bad_words_ids": s["sequences"]},
         "no_repeat_ngram": lambda s: {"no_repeat_ngram_size": s["size"]},
         "logit_bias": lambda s: {"logit_bias": s["bias"]},
         "banned_strings": lambda s: {"bad_words": s["strings"]},
@@ -504,7 +533,7 @@ def defaults_from_config(cfg) -> dict[str, Any]:
         names = " -> ".join(p.name for p in chain.processors)
         raise ConfigError(f"{cfg.source}: the request fields cannot write this chain ({names}): they would give "
                           f"{' -> '.join(n for n, _ in got)}; the server's defaults follow the table's order (see "
-                          "the README's mapping table)")
+                          "docs/serving.md, or `python -m samplekit.serve.mapping`)")
     return fields
 
 
@@ -512,10 +541,10 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=_jsonable, sort_keys=True))
 
 
-# -- the README's table ----------------------------------------------------------------------------------------
+# -- the documentation's table -------------------------------------------------------------------------------
 
 def markdown_table() -> str:
-    """The mapping table in Markdown, from FIELDS (the README section holds this output)."""
+    """The mapping table in Markdown, from FIELDS (docs/serving.md holds this output)."""
     rows = ["| field | from | accepted | slot | becomes | off / default |", "|---|---|---|---|---|---|"]
     for f in FIELDS:
         needs = f" (plugin samplekit-{f.plugin})" if f.plugin else ""
