@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 from importlib import metadata as _metadata
 
+from samplekit.distribution import DISTRIBUTION
 from samplekit.errors import (
     CheckpointError,
     ConfigError,
@@ -21,10 +22,7 @@ from samplekit.errors import (
     TokenizerError,
 )
 from samplekit.hookspecs import hookimpl
-from samplekit.params import Param
-from samplekit.processor import ContextProcessor, Processor, RowRandom, Selector, Stage, StepContext
-from samplekit.selection import EmptyRowError, NonFiniteRowError, check_rows, inverse_cdf_sample
-from samplekit.strategy import StepStrategy
+from samplekit.params import TOKEN_ID_LIMIT, Param
 
 
 def _version(distribution: str) -> str:
@@ -36,9 +34,21 @@ def _version(distribution: str) -> str:
         return "0+unknown"
 
 
-__version__ = _version("samplekit")
+__version__ = _version(DISTRIBUTION)
 
 _LAZY = {
+    # torch-backed: imported on first use, so `samplekit --version` never loads torch
+    "ContextProcessor": "samplekit.processor",
+    "Processor": "samplekit.processor",
+    "RowRandom": "samplekit.processor",
+    "Selector": "samplekit.processor",
+    "Stage": "samplekit.processor",
+    "StepContext": "samplekit.processor",
+    "EmptyRowError": "samplekit.selection",
+    "NonFiniteRowError": "samplekit.selection",
+    "check_rows": "samplekit.selection",
+    "inverse_cdf_sample": "samplekit.selection",
+    "StepStrategy": "samplekit.strategy",
     "Chain": "samplekit.chain",
     "ChainRun": "samplekit.chain",
     "load_config": "samplekit.config",
@@ -58,10 +68,9 @@ _LAZY = {
 }
 
 __all__ = [
-    "CheckpointError", "ConfigError", "ContextProcessor", "EmptyRowError", "GenerationError", "InteropError",
-    "NonFiniteRowError", "Param", "ParameterError", "PluginError", "Processor", "ProcessorContractError",
-    "ProcessorError", "RowRandom", "SampleKitError", "Selector", "Stage", "StepContext", "StepStrategy",
-    "TokenizerError", "check_rows", "hookimpl", "inverse_cdf_sample", *_LAZY,
+    "CheckpointError", "ConfigError", "GenerationError", "InteropError", "Param", "ParameterError",
+    "PluginError", "ProcessorContractError", "ProcessorError", "SampleKitError", "TOKEN_ID_LIMIT", "TokenizerError", "hookimpl",
+    *_LAZY,
 ]
 
 

@@ -4,7 +4,7 @@ Format (every key but ``chain`` optional)::
 
     chain:                      # processors in order; the last one is the selector
       - temperature: {value: 0.8}
-      - top_k: 50               # a bare value sets a processor's only parameter
+      - top_k: 50               # a bare value sets the processor's primary (or only) parameter
       - multinomial             # a bare name uses the defaults
     max_new_tokens: 200
     seed: 1234                  # null: a fresh random seed each run
@@ -82,6 +82,10 @@ class ChainConfig:
     specs: list[ProcessorSpec]
     run: dict[str, Any]
     registry: Any = field(default=None, repr=False)
+    chosen: set[str] = field(default_factory=set)
+    """The run settings the user chose (a config file's keys, a flag, ``--set``); not those that
+    come from the defaults or a bundled preset (``generate`` warns about a length past the
+    context window only when the user chose it)."""
 
     def _registry(self):
         if self.registry is None:
@@ -117,8 +121,16 @@ class ChainConfig:
         return hits[0] if hits else None
 
     def set_value(self, path: str, value: Any, origin: str = "--set") -> None:
-        """Apply ``processor.param=value`` (or ``run_key=value``), then re-validate."""
+        """Apply ``processor.param=value`` (``processor=value``: its primary parameter, as a bare
+        config value), or ``run_key=value``, then re-validate."""
         head, _, param = path.partition(".")
+        if not param and head not in RUN_KEYS:
+            from samplekit.registry import primary_param
+
+            entry = self._registry().entries.get(head) if head.isidentifier() else None
+            primary = primary_param(entry.cls) if entry is not None else None
+            if primary is not None:
+                head, param = head, primary
         if not param:
             if head not in RUN_KEYS:
                 raise ConfigError(
@@ -126,6 +138,7 @@ class ChainConfig:
                     + ", ".join(RUN_KEYS)
                 )
             self.run = validate_run({**self.run, head: value}, f"{origin}: ")
+            self.chosen.add(head)
             return
         index = self.index_of(head)
         if index is None:
@@ -183,7 +196,8 @@ def parse_config(data: Any, *, source: str = "<config>", registry=None) -> Chain
         raise ConfigError(f"{source}: chain: expected a list of processors, found {short_repr(chain)}")
     if len(chain) > MAX_CHAIN:
         raise ConfigError(f"{source}: chain: {len(chain)} processors; a chain holds at most {MAX_CHAIN}")
-    config = ChainConfig(source, [], {k: data[k] for k in RUN_KEYS if k in data}, registry)
+    config = ChainConfig(source, [], {k: data[k] for k in RUN_KEYS if k in data}, registry,
+                         chosen={k for k in RUN_KEYS if k in data})
     for i, item in enumerate(chain):
         config.specs.append(_parse_entry(item, f"{source}: chain[{i}]", config._registry()))
     return config.validate()
@@ -214,14 +228,17 @@ def _parse_entry(item: Any, where: str, registry) -> ProcessorSpec:
     if values is None:
         values = {}
     elif not isinstance(values, dict):
-        params = entry.cls.params
-        if len(params) != 1:
+        from samplekit.registry import primary_param
+
+        primary = primary_param(entry.cls)
+        if primary is None:
+            params = entry.cls.params
             names = ", ".join(p.name for p in params) or "no parameters"
             raise ParameterError(
-                f"{where}.{name}: a bare value {short_repr(values)} needs a processor with one parameter; "
-                f"{name} has {names}: write `{name}: {{param: value}}`"
+                f"{where}.{name}: a bare value {short_repr(values)} needs a processor with one parameter or a "
+                f"primary one; {name} has {names}: write `{name}: {{param: value}}`"
             )
-        values = {params[0].name: values}
+        values = {primary: values}
     odd = [k for k in values if not isinstance(k, str)]
     if odd:
         params = entry.cls.params
@@ -280,7 +297,18 @@ def resolve_config_path(spec: str | Path) -> Path:
 def load_config(path: str | Path, *, registry=None) -> ChainConfig:
     """Load and validate a YAML config file (or a bundled preset by name)."""
     path = resolve_config_path(path)
-    return parse_config(load_yaml(path), source=str(path), registry=registry)
+    config = parse_config(load_yaml(path), source=str(path), registry=registry)
+    if is_preset(path):
+        config.chosen.clear()
+    return config
+
+
+def is_preset(path: Path) -> bool:
+    """Whether ``path`` is one of the bundled presets."""
+    try:
+        return path.resolve().parent == presets_folder().resolve()
+    except OSError:
+        return False
 
 
 def default_config(registry=None) -> ChainConfig:

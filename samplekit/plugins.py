@@ -25,6 +25,7 @@ from typing import Any
 import pluggy
 
 from samplekit import hookspecs
+from samplekit.distribution import DISTRIBUTION
 from samplekit.env import env_flag
 from samplekit.errors import PluginError
 from samplekit.registry import NameClash, Provider, Registry
@@ -51,8 +52,17 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "samplekit.processors.min_new_tokens",
     "samplekit.processors.dynamic_temperature",
     "samplekit.processors.gumbel",
+    "samplekit.processors.p_less",
+    "samplekit.processors.top_h",
+    "samplekit.processors.adaptive_p",
+    "samplekit.processors.smoothing",
+    "samplekit.processors.sequences",
     "samplekit.strategies.filter",
     "samplekit.strategies.top_k",
+    "samplekit.bench.workloads",
+    "samplekit.bench.mixed_values",
+    "samplekit.bench.chain_only",
+    "samplekit.bench.precision",
 )
 
 
@@ -113,7 +123,8 @@ class PluginHost:
             return
         module = __import__(module_name, fromlist=["_"])
         self.pm.register(module, name=module_name)
-        self.infos[module_name] = PluginInfo(module_name, module_name, True, "samplekit", _version("samplekit"))
+        self.infos[module_name] = PluginInfo(module_name, module_name, True, DISTRIBUTION,
+                                               _version(DISTRIBUTION))
 
     def _load_entry_points(self) -> None:
         for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -161,7 +172,7 @@ class PluginHost:
         unknown = [h.name for h in self.pm.get_hookcallers(plugin) or [] if not h.has_spec()]
         if unknown:
             self.pm.unregister(plugin)
-            known = ", ".join(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "samplekit_spec"))
+            known = ", ".join(n for n, f in vars(hookspecs).items() if hasattr(f, "samplekit_spec"))  # as declared
             info.fail(f"implements unknown hook(s) {', '.join(unknown)} and is skipped (samplekit's hooks: {known})")
         return registered
 
@@ -173,7 +184,7 @@ class PluginHost:
         hook = self.pm.hook.register_processors
         implementations = hook.get_hookimpls()
         plugins = [impl.plugin for impl in implementations]
-        for impl in reversed(implementations):  # registration order: built-ins first
+        for impl in implementations:  # registration order: built-ins first (BUILTIN_PLUGINS), then plugins
             info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, False)
             caller = self.pm.subset_hook_caller("register_processors", [p for p in plugins if p is not impl.plugin])
             try:
@@ -199,6 +210,34 @@ class PluginHost:
             info.fail(f"{exc}; skipped")
             return
         info.processors.append(cls.name)
+
+    def build_benchmarks(self) -> dict[str, Any]:
+        """Call each plugin's ``register_benchmarks`` with a callback collecting the benchmarks by
+        name; a name registered twice is refused (reported, naming both plugins), a hook that
+        raises or registers something else is reported, and the rest is kept."""
+        found: dict[str, Any] = {}
+        owners: dict[str, PluginInfo] = {}
+        implementations = self.pm.hook.register_benchmarks.get_hookimpls()
+        plugins = [impl.plugin for impl in implementations]
+        for impl in implementations:  # registration order: built-ins first, and they keep their names
+            info = self.infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, impl.plugin_name, False)
+            caller = self.pm.subset_hook_caller("register_benchmarks", [p for p in plugins if p is not impl.plugin])
+
+            def register(benchmark: Any, info: PluginInfo = info) -> None:
+                if not all(callable(getattr(benchmark, a, None)) for a in ("run", "show")) or \
+                        not isinstance(getattr(benchmark, "name", None), str):
+                    raise PluginError(f"register_benchmarks takes samplekit.bench.Benchmark objects, got "
+                                      f"{type(benchmark).__name__}")
+                if benchmark.name in found:
+                    raise PluginError(f"benchmark {benchmark.name!r} is already registered by "
+                                      f"{owners[benchmark.name].provider.describe()}")
+                found[benchmark.name], owners[benchmark.name] = benchmark, info
+
+            try:
+                caller(register=register)
+            except Exception as exc:  # noqa: BLE001 - reported, and the other plugins still register
+                info.fail(f"register_benchmarks: {type(exc).__name__}: {str(exc)[:300]}")
+        return found
 
     def plugin_infos(self, include_builtins: bool = False) -> list[PluginInfo]:
         return [i for i in self.infos.values() if include_builtins or not i.builtin]
@@ -226,6 +265,14 @@ def default_host() -> PluginHost:
 def get_registry() -> Registry:
     """The registry of every processor from the built-ins and the installed plugins."""
     return default_host().registry
+
+
+def get_benchmarks() -> dict[str, Any]:
+    """The ``bench --workload`` benchmarks of the built-ins and the installed plugins, by name."""
+    host = default_host()
+    if getattr(host, "benchmarks", None) is None:
+        host.benchmarks = host.build_benchmarks()
+    return host.benchmarks
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -36,13 +36,15 @@ class ProcessorEntry:
     provider: Provider
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-ready description, the source of ``samplekit processors``."""
+        """A JSON-ready description, the source of ``samplekit processors`` (``primary``: the
+        parameter a bare config value sets, or None)."""
         return {
             "name": self.name,
             "aliases": list(self.cls.aliases),
             "stage": self.cls.stage.value,
             "summary": self.cls.summary(),
             "params": [p.describe() for p in self.cls.params],
+            "primary": primary_param(self.cls),
             "traits": self.cls.traits(),
             "plugin": self.provider.plugin,
             "distribution": self.provider.distribution,
@@ -133,6 +135,15 @@ class Registry:
         return len(self.entries)
 
 
+def primary_param(cls: Any) -> str | None:
+    """The parameter a bare config value sets (``- top_p: 0.9``): the class's ``primary``, else
+    its only parameter; None when there is neither."""
+    primary = getattr(cls, "primary", None)
+    if primary is not None:
+        return primary
+    return cls.params[0].name if len(cls.params) == 1 else None
+
+
 def _check_processor_class(cls: Any, provider: Provider) -> None:
     who = provider.describe()
     if not (isinstance(cls, type) and issubclass(cls, Processor)):
@@ -146,3 +157,7 @@ def _check_processor_class(cls: Any, provider: Provider) -> None:
     base = {Stage.LOGITS: Processor, Stage.SELECTOR: Selector, Stage.CONTEXT: ContextProcessor}[cls.stage]
     if getattr(cls, method) is getattr(base, method):
         raise PluginError(f"{who}: processor {name!r} is a {cls.stage.value} processor but does not implement {method}()")
+    primary = getattr(cls, "primary", None)
+    if primary is not None and primary not in [p.name for p in cls.params]:
+        raise PluginError(f"{who}: processor {name!r} names primary parameter {primary!r}, which it does not "
+                          f"declare; its parameters: {', '.join(p.name for p in cls.params) or 'none'}")

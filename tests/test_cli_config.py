@@ -66,8 +66,8 @@ BAD = {
     "not a mapping": ("just a string\n", ["must be a mapping", "found str"]),
     "entry not a processor": ("chain:\n  - {top_k: 5, temperature: 1}\n  - greedy\n",
                               ["chain[0]", "is not a processor entry"]),
-    "bare value for a multi-parameter processor": ("chain:\n  - top_p: 0.9\n  - multinomial\n",
-                                                   ["chain[0].top_p", "bare value 0.9", "p, min_tokens_to_keep"]),
+    "bare value for a processor without parameters": ("chain:\n  - top_k: 5\n  - greedy: 0.9\n",
+                                                      ["chain[1].greedy", "bare value 0.9", "no parameters"]),
 }
 
 
@@ -105,19 +105,20 @@ def test_lint_warnings_are_printed_but_only_strict_fails(tmp_path):
     path = write(tmp_path, "chain:\n  - temperature: 0.7\n  - top_k: 40\n  - greedy\n")
     lenient = invoke("config", "validate", path)
     assert lenient.exit_code == 0, lenient.output
-    assert f"ok {path}" in lenient.stdout
-    assert f"warning {path}: chain[0].temperature: has no effect" in lenient.stderr
-    assert f"warning {path}: chain[1].top_k: has no effect" in lenient.stderr
+    assert lenient.stdout == f"ok {path} (2 warnings)\n"
+    assert f"warning: {path}: chain[0].temperature: has no effect" in lenient.stderr
+    assert f"warning: {path}: chain[1].top_k: has no effect" in lenient.stderr
     strict = invoke("config", "validate", "--strict", path)
     assert strict.exit_code == 2, strict.output
-    assert f"error {path}: chain[1].top_k" in strict.stderr and "--strict" in strict.stderr
+    assert f"error: {path}: chain[1].top_k" in strict.stderr and "--strict" in strict.stderr
+    assert f"ok {path}" not in strict.stdout
 
 
 def test_validate_warns_about_top_p_before_temperature(tmp_path):
     path = write(tmp_path, "chain:\n  - top_p: {p: 0.9}\n  - temperature: 0.7\n  - multinomial\n")
     result = invoke("config", "validate", path)
     assert result.exit_code == 0, result.output
-    assert f"warning {path}: chain[0].top_p: top_p runs before temperature" in result.stderr
+    assert f"warning: {path}: chain[0].top_p: top_p runs before temperature" in result.stderr
 
 
 def test_show_fills_in_every_default(tmp_path):
@@ -125,7 +126,7 @@ def test_show_fills_in_every_default(tmp_path):
     result = invoke("config", "show", path)
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout) == {
-        "chain": [{"temperature": {"value": 1.0}}, {"top_k": {"k": 50}}, {"multinomial": {}}],
+        "chain": [{"temperature": {"value": 1.0}}, {"top_k": {"k": 50, "min_tokens_to_keep": 1}}, {"multinomial": {}}],
         "max_new_tokens": 200, "seed": None, "stop": [], "stop_on_eos": True, "max_time": None,
     }
 
@@ -135,7 +136,7 @@ def test_show_output_loads_back_to_the_same_config(tmp_path):
     assert shown.exit_code == 0, shown.output
     again = write(tmp_path, shown.stdout)
     assert load_config(again).resolved() == yaml.safe_load(shown.stdout)
-    assert yaml.safe_load(shown.stdout)["chain"][1] == {"top_k": {"k": 7}}
+    assert yaml.safe_load(shown.stdout)["chain"][1] == {"top_k": {"k": 7, "min_tokens_to_keep": 1}}
     assert yaml.safe_load(shown.stdout)["stop"] == ["\n\n"]
 
 
@@ -143,7 +144,7 @@ def test_show_without_argument_shows_the_default_chain():
     result = invoke("config", "show")
     assert result.exit_code == 0, result.output
     assert yaml.safe_load(result.stdout)["chain"] == [
-        {"temperature": {"value": 0.8}}, {"top_k": {"k": 50}}, {"multinomial": {}}]
+        {"temperature": {"value": 0.8}}, {"top_k": {"k": 50, "min_tokens_to_keep": 1}}, {"multinomial": {}}]
 
 
 @pytest.mark.parametrize("item, fragment", [

@@ -57,7 +57,7 @@ def gen(tiny, *args: str, prompt: str = "the three"):
 def gen_json(tiny, *args: str, prompt: str = "the three") -> list[dict]:
     result = gen(tiny, "--json", "--set", "stop_on_eos=false", *args, prompt=prompt)
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 def tokens(tiny, *args: str) -> list[list[int]]:
@@ -116,7 +116,7 @@ def test_build_config_precedence_is_defaults_then_file_then_flags_then_set():
     assert build_config(None).resolved() == build_config(str(REPO / "configs" / "balanced.yaml")).resolved()
     cfg = build_config("creative", temperature=0.5, top_k=7, length=9, seed=3, stop=["\n"])
     chain = cfg.resolved()["chain"]
-    assert chain[0] == {"temperature": {"value": 0.5}} and chain[1] == {"top_k": {"k": 7}}
+    assert chain[0] == {"temperature": {"value": 0.5}} and chain[1] == {"top_k": {"k": 7, "min_tokens_to_keep": 1}}
     assert (cfg.run["max_new_tokens"], cfg.run["seed"], tuple(cfg.run["stop"])) == (9, 3, ("\n",))
     cfg = build_config("creative", temperature=0.5, length=9,
                        sets=["temperature.value=0.25", "max_new_tokens=11"])
@@ -163,16 +163,81 @@ def test_json_has_one_result_per_sample_and_rows_differ(tiny):
     assert len({tuple(r["tokens"]) for r in results}) == 3  # row i is seeded seed + i
 
 
+def test_json_is_json_lines_with_the_fields_and_names_of_run(tiny):
+    """One compact object per line; each line's seed, given alone to --seed, reproduces that sample."""
+    result = gen(tiny, "--json", "-N", "3", "-n", "4", "--seed", "5", "--set", "stop_on_eos=false")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and result.stdout.endswith("}\n") and not result.stdout.startswith("[")
+    rows = [json.loads(line) for line in lines]
+    assert [set(r) for r in rows] == [{"index", "text", "tokens", "finish_reason", "prompt_tokens",
+                                       "completion_tokens", "seed"}] * 3
+    assert [(r["index"], r["seed"], r["completion_tokens"]) for r in rows] == [(0, 5, 4), (1, 6, 4), (2, 7, 4)]
+    assert all(r["prompt_tokens"] == rows[0]["prompt_tokens"] > 0 for r in rows)
+    (alone,) = gen_json(tiny, "-n", "4", "--seed", "7")
+    assert alone["tokens"] == rows[2]["tokens"]
+
+
+def test_json_without_a_seed_reports_the_seed_that_reproduces_it(tiny):
+    (drawn,) = gen_json(tiny, "-n", "5")
+    assert isinstance(drawn["seed"], int) and 0 <= drawn["seed"] < 2**63
+    (again,) = gen_json(tiny, "-n", "5", "--seed", str(drawn["seed"]))
+    assert again["tokens"] == drawn["tokens"]
+
+
+@pytest.mark.parametrize("piped", ["the three\n", "the three\r\n", "the three"])
+def test_standard_input_and_a_prompt_file_lose_one_final_newline_like_an_argument(tiny, tmp_path, piped):
+    """`echo PROMPT | generate -` and a file written by an editor give the argument's sample."""
+    ckpt, tok = tiny
+    expected = gen(tiny, "--json", "-n", "4", "--seed", "3").stdout
+    common = ["--checkpoint", str(ckpt), "--tokenizer", str(tok), "--device", "cpu", "--json", "-n", "4",
+              "--seed", "3"]
+    from_stdin = runner.invoke(app, ["generate", "-", *common], input=piped)
+    assert from_stdin.exit_code == 0, from_stdin.output
+    assert from_stdin.stdout == expected
+    path = tmp_path / "prompt.txt"
+    path.write_bytes(piped.encode())
+    from_file = runner.invoke(app, ["generate", "--prompt-file", str(path), *common])
+    assert from_file.stdout == expected
+
+
+def test_only_one_final_newline_is_dropped():
+    from samplekit.cli.inputs import strip_final_newline
+
+    assert strip_final_newline("a\n\n") == "a\n" and strip_final_newline("a\r\n") == "a"
+    assert strip_final_newline("a\r") == "a\r" and strip_final_newline("") == ""
+
+
+def test_a_length_past_the_window_warns_only_when_the_user_chose_it(tiny, tmp_path):
+    """A preset's max_new_tokens (or the default) is "up to": no warning; --length, --set or the
+    user's own config file asking for more than the window does warn."""
+    quiet = gen(tiny, "--config", "greedy", "--seed", "1", "--set", "stop_on_eos=false")  # 200 > 16
+    assert quiet.exit_code == 0 and "context window" not in quiet.stderr, quiet.stderr
+    own = tmp_path / "long.yaml"
+    own.write_text("chain: [greedy]\nmax_new_tokens: 20\n")
+    for args in (["--config", "greedy", "-n", "20"], ["--config", "greedy", "--set", "max_new_tokens=20"],
+                 ["--config", str(own)]):
+        loud = gen(tiny, "--seed", "1", *args)
+        assert loud.exit_code == 0 and "context window of 16 tokens" in loud.stderr, (args, loud.stderr)
+
+
+def test_the_bundled_presets_fit_the_demo_models_window_with_a_short_prompt():
+    from samplekit.config import load_config, preset_names
+
+    for name in preset_names():
+        assert load_config(name).run["max_new_tokens"] + len("ROMEO:") <= 256, name
+
+
 def test_a_prompt_longer_than_the_model_context_still_generates(tiny):
     long_prompt = "xq" * 40  # far more tokens than the context of 16
     results = gen_json(tiny, "-n", "20", "--seed", "0", prompt=long_prompt)
     assert len(results[0]["tokens"]) == 20
-    assert results[0]["prompt_length"] > CONTEXT
+    assert results[0]["prompt_tokens"] > CONTEXT
 
 
 def test_empty_prompt_starts_from_end_of_text(tiny):
     (result,) = gen_json(tiny, "-n", "3", "--seed", "0", prompt="")
-    assert result["prompt_length"] == 1 and len(result["tokens"]) == 3
+    assert result["prompt_tokens"] == 1 and len(result["tokens"]) == 3
 
 
 def test_lint_warnings_of_the_chosen_config_go_to_stderr_only(tiny, tmp_path):
@@ -181,7 +246,7 @@ def test_lint_warnings_of_the_chosen_config_go_to_stderr_only(tiny, tmp_path):
     result = gen(tiny, "--config", str(cfg), "-n", "2", "--json")
     assert result.exit_code == 0, result.output
     assert "warning: chain[0].top_k" in result.stderr
-    json.loads(result.stdout)
+    assert all(json.loads(line) for line in result.stdout.splitlines())
 
 
 # -- errors ---------------------------------------------------------------------------------------

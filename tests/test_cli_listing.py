@@ -38,17 +38,39 @@ def test_processors_json_lists_the_builtins_with_params_and_distribution():
     assert result.exit_code == 0, result.output
     by_name = {e["name"]: e for e in json.loads(result.stdout)}
     for name in BUILTINS:
-        assert by_name[name]["distribution"] == "samplekit", by_name[name]
+        assert by_name[name]["distribution"] == "samplekit-lm", by_name[name]
         assert by_name[name]["version"]
         assert by_name[name]["summary"]
-    (k,) = by_name["top_k"]["params"]
+    k = by_name["top_k"]["params"][0]
+    assert [p["name"] for p in by_name["top_k"]["params"]] == ["k", "min_tokens_to_keep"]
     assert (k["name"], k["type"], k["default"], k["allowed"]) == ("k", "int", 50, "integer in [1, inf)")
     (t,) = by_name["temperature"]["params"]
-    assert (t["name"], t["default"], t["allowed"]) == ("value", 1.0, "number in [0, inf)")
+    assert (t["name"], t["default"]) == ("value", 1.0) and t["allowed"].startswith("number in [0, inf)")
     assert by_name["temperature"]["stage"] == "logits"
     assert by_name["greedy"]["stage"] == "selector" and by_name["greedy"]["params"] == []
     assert by_name["context_window"]["stage"] == "context"
     assert "argmax" in by_name["greedy"]["aliases"]
+
+
+def test_processors_lists_the_builtins_first_in_registration_order_then_the_plugins():
+    from samplekit.plugins import BUILTIN_PLUGINS
+
+    entries = json.loads(invoke("processors", "--json").stdout)
+    builtin = [e["distribution"] == "samplekit-lm" for e in entries]
+    assert builtin == sorted(builtin, reverse=True), [e["name"] for e in entries]  # no built-in after a plugin
+    ranks = [BUILTIN_PLUGINS.index(e["plugin"]) for e in entries if e["plugin"] in BUILTIN_PLUGINS]
+    assert len(ranks) > 10 and ranks == sorted(ranks), [e["plugin"] for e in entries]
+    names = [e["name"] for e in entries]
+    assert names.index("temperature") < names.index("top_k") < names.index("greedy") < names.index("multinomial")
+
+
+def test_processors_name_the_primary_parameter_a_bare_value_sets():
+    by_name = {e["name"]: e for e in json.loads(invoke("processors", "--json").stdout)}
+    assert (by_name["top_p"]["primary"], by_name["typical_p"]["primary"], by_name["top_k"]["primary"]) == \
+        ("p", "mass", "k")
+    assert by_name["greedy"]["primary"] is None
+    table = " ".join(invoke("processors").stdout.replace("│", " ").split())
+    assert "p (primary): number in" in table and "value (primary)" not in table  # only where there is a choice
 
 
 def test_processors_table_shows_every_registered_name_and_stage():
@@ -68,8 +90,9 @@ def test_plugins_all_shows_the_builtin_plugins_and_what_they_register(fresh_host
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.stdout)}
     for module in plugin_host.BUILTIN_PLUGINS:
-        assert rows[module]["builtin"] and rows[module]["distribution"] == "samplekit"
-        assert rows[module]["hooks"] == (["step_strategy"] if ".strategies." in module else ["register_processors"])
+        assert rows[module]["builtin"] and rows[module]["distribution"] == "samplekit-lm"
+        if ".processors." in module or ".strategies." in module:
+            assert rows[module]["hooks"] == (["step_strategy"] if ".strategies." in module else ["register_processors"])
     assert rows["samplekit.processors.selectors"]["processors"][:2] == ["greedy", "multinomial"]
     table = invoke("plugins", "--all")
     assert table.exit_code == 0, table.output

@@ -84,8 +84,68 @@ def test_a_bare_list_is_a_chain():
     assert parse_config(["greedy"]).resolved()["chain"] == [{"greedy": {}}]
 
 
-def test_bare_value_needs_a_one_parameter_processor():
-    raises({"chain": [{"top_p": 0.9}, "multinomial"]}, "chain[0].top_p", "bare value 0.9", "{param: value}")
+@pytest.mark.parametrize("name, primary, value", [
+    ("top_p", "p", 0.9), ("min_p", "p", 0.1), ("typical_p", "mass", 0.8), ("epsilon_cutoff", "epsilon", 1e-3),
+    ("eta_cutoff", "epsilon", 1e-3), ("top_n_sigma", "n", 1.5), ("repetition_penalty", "penalty", 1.2),
+    ("frequency_penalty", "penalty", 0.5), ("presence_penalty", "penalty", 0.5),
+    ("dynamic_temperature", "temperature", 0.7), ("min_new_tokens", "n", 4), ("top_k", "k", 5),
+    ("temperature", "value", 0.5)])
+def test_a_bare_value_sets_the_processors_primary_parameter(name, primary, value):
+    bare = parse_config({"chain": [{name: value}, "multinomial"]}).build_chain()
+    spelled = parse_config({"chain": [{name: {primary: value}}, "multinomial"]}).build_chain()
+    assert bare.processors[0].settings == spelled.processors[0].settings
+    assert getattr(bare.processors[0], primary) == value
+
+
+def test_set_with_a_processor_name_alone_sets_its_primary_parameter():
+    cfg = parse_config({"chain": [{"top_p": 0.9}, "multinomial"]})
+    cfg.set_value("top_p", 0.5)
+    assert cfg.build_chain().processors[0].p == 0.5
+    with pytest.raises(ConfigError, match="unknown setting"):
+        cfg.set_value("multinomial", 1)  # no parameters, so no primary one
+
+
+def _registry_with(*classes):
+    from samplekit.plugins import PluginHost
+    from samplekit.registry import Provider
+
+    registry = PluginHost(autoload=False, blocked=()).build_registry()
+    for cls in classes:
+        registry.register(cls, Provider("test", "test-dist", "1.0"))
+    return registry
+
+
+def _two_params(primary=None):
+    from samplekit import Param, Processor
+
+    class TwoParams(Processor):
+        """Two parameters, ``primary`` naming one or none."""
+
+        name = "two_params"
+        params = (Param("a", "float", 1.0, "a"), Param("b", "float", 1.0, "b"))
+
+        def process(self, input_ids, scores, ctx):
+            return scores
+
+    TwoParams.primary = primary
+    return TwoParams
+
+
+def test_a_bare_value_for_a_processor_without_a_primary_parameter_says_how_to_write_it():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"chain": [{"two_params": 0.9}, "multinomial"]}, source="my.yaml",
+                     registry=_registry_with(_two_params()))
+    for fragment in ("my.yaml: chain[0].two_params", "bare value 0.9", "a, b", "{param: value}"):
+        assert fragment in str(info.value), str(info.value)
+
+
+def test_a_primary_that_names_no_declared_parameter_is_refused_at_registration():
+    from samplekit.errors import PluginError
+
+    with pytest.raises(PluginError, match="primary parameter 'c'.*its parameters: a, b"):
+        _registry_with(_two_params("c"))
+    assert parse_config({"chain": [{"two_params": 2.0}, "greedy"]},
+                        registry=_registry_with(_two_params("b"))).specs[0].values == {"b": 2.0}
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path):
@@ -120,12 +180,13 @@ def test_presets_resolve_by_name_and_all_load():
 def test_default_config_is_temperature_top_k_multinomial_like_balanced():
     assert default_config().resolved() == load_config("balanced").resolved()
     assert default_config().resolved()["chain"] == [
-        {"temperature": {"value": 0.8}}, {"top_k": {"k": 50}}, {"multinomial": {}}]
+        {"temperature": {"value": 0.8}}, {"top_k": {"k": 50, "min_tokens_to_keep": 1}}, {"multinomial": {}}]
 
 
 def test_resolved_fills_every_default():
     resolved = parse_config({"chain": ["temp", "top_k", "sample"]}).resolved()
-    assert resolved == {"chain": [{"temperature": {"value": 1.0}}, {"top_k": {"k": 50}}, {"multinomial": {}}],
+    assert resolved == {"chain": [{"temperature": {"value": 1.0}}, {"top_k": {"k": 50, "min_tokens_to_keep": 1}},
+                                  {"multinomial": {}}],
                         "max_new_tokens": 200, "seed": None, "stop": [], "stop_on_eos": True, "max_time": None}
 
 
@@ -136,7 +197,7 @@ def test_set_value_changes_a_parameter_or_a_run_setting():
     cfg.set_value("temp.value", 0.3)  # an alias finds the same processor
     cfg.set_value("max_new_tokens", 12)
     resolved = cfg.resolved()
-    assert resolved["chain"][:2] == [{"temperature": {"value": 0.3}}, {"top_k": {"k": 7}}]
+    assert resolved["chain"][:2] == [{"temperature": {"value": 0.3}}, {"top_k": {"k": 7, "min_tokens_to_keep": 1}}]
     assert resolved["max_new_tokens"] == 12
 
 

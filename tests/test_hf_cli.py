@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit[hf]'")
+pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit-lm[hf]'")
 
 from typer.testing import CliRunner  # noqa: E402
 
@@ -57,7 +57,7 @@ def test_generate_streams_from_a_model_folder_with_a_chain_stop_and_seed(folder)
     first, again = invoke(*args), invoke(*args)
     assert first.exit_code == 0, (first.output, first.exception)
     assert first.stdout.startswith("ROMEO:") and first.stdout == again.stdout and len(first.stdout) > len("ROMEO:\n")
-    rows = json.loads(invoke(*args, "--num-samples", "2", "--json").stdout)
+    rows = [json.loads(line) for line in invoke(*args, "--num-samples", "2", "--json").stdout.splitlines()]
     assert len(rows) == 2 and all(0 < len(r["tokens"]) <= 12 and max(r["tokens"]) < 400 for r in rows)
 
 
@@ -81,7 +81,7 @@ def test_bench_runs_on_a_model_folder_against_its_own_transformers_generate(fold
 
 
 def test_not_a_model_folder(tmp_path):
-    assert_one_error_line(invoke("generate", "hi", "--model", str(tmp_path / "nope")), "does not exist")
+    assert_one_error_line(invoke("generate", "hi", "--model", str(tmp_path / "nope")), "no such folder")
     assert_one_error_line(invoke("generate", "hi", "--model", str(tmp_path)), "no config.json", "save_pretrained")
     (tmp_path / "config.json").write_text("{not json")
     assert_one_error_line(invoke("info", "--model", str(tmp_path)), "config.json", "JSON")
@@ -157,7 +157,7 @@ def test_without_transformers_every_hf_command_says_what_to_install(monkeypatch,
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` raises ImportError
     for args in (["generate", "hi", "--model", str(folder)], ["info", "--model", str(folder)],
                  ["bench", "--model", str(folder)], ["export", "demo", "--to-hf", str(folder / "out")]):
-        assert_one_error_line(invoke(*args), "transformers", "pip install 'samplekit[hf]'")
+        assert_one_error_line(invoke(*args), "transformers", "pip install 'samplekit-lm[hf]'")
 
 
 def test_the_core_and_the_cli_import_no_transformers():

@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit[hf]'")
+pytest.importorskip("transformers", reason="the hf extra: pip install 'samplekit-lm[hf]'")
 
 import samplekit  # noqa: E402
 from samplekit.hf import HFTokenizer, load  # noqa: E402

@@ -92,7 +92,7 @@ def test_builtins_register_through_the_same_hook_and_are_marked_builtin():
     registry = PluginHost(autoload=False, blocked=()).build_registry()
     for name in ("temperature", "top_k", "greedy", "multinomial", "context_window"):
         provider = registry.get(name).provider
-        assert provider.builtin and provider.distribution == "samplekit"
+        assert provider.builtin and provider.distribution == "samplekit-lm"
         assert provider.plugin.startswith("samplekit.processors.")
 
 

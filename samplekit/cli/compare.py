@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from samplekit.cli.options import Threads, use_threads
 from samplekit.lab.errors import LabError
 
 
@@ -35,12 +36,14 @@ def compare(
         "--bleu-samples", min=1, help="Score Self-BLEU on this many samples (seeded), each against "
                                       "all others (default: every sample).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Measure chains on the same prompts and seeds: perplexity, Self-BLEU-4, Zipf, repetition,
     distinct-n, length and speed; or, with --logits, coverage of the human's tokens."""
     from samplekit.lab.chains import named_chains
 
     named = named_chains(chains)
+    use_threads(threads)
     if plot:
         from pathlib import Path
 
@@ -78,7 +81,8 @@ def _generate(named, prompts, corpus, samples, length, seed, checkpoint, plot, a
     typer.echo(f"comparing {', '.join(c.name for c in named)} on {samples} prompts from "
                f"{prompt_set.source} ...", err=True)
     result = run_compare(model, enc, named, prompt_set, samples=samples, length=length, seed=seed,
-                         batch_size=batch_size, bleu_hypotheses=bleu_samples)
+                         batch_size=batch_size, bleu_hypotheses=bleu_samples,
+                         progress=lambda message: typer.echo(f"... {message}", err=True))
     result.settings["checkpoint"] = checkpoint
     from samplekit.lab import report
 
@@ -124,7 +128,7 @@ def _record_tokenizer(meta: dict):
 
     try:
         return load_tokenizer(spec, base_dir=meta.get("tokenizer_dir"))
-    except (SampleKitError, OSError, ValueError):
+    except (SampleKitError, OSError, ValueError, TypeError, KeyError):  # a record's entry that names none
         return None
 
 

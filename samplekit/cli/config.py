@@ -20,7 +20,8 @@ def validate(
     files: Annotated[list[str], typer.Argument(metavar="FILE", help="Config files or preset names.")],
     strict: Annotated[bool, typer.Option("--strict", help="Treat lint warnings as errors.")] = False,
 ) -> None:
-    """Check each config; print `ok FILE` or the error, then the linter's warnings."""
+    """Check each config: `ok FILE` (with its count of lint warnings, each printed as
+    `warning: FILE: ...`, as `generate` prints them), or `error: ...`."""
     from samplekit.config import load_config
     from samplekit.lint import lint_chain
 
@@ -32,10 +33,12 @@ def validate(
             invalid += 1
             typer.echo(f"error: {user_message(str(exc))}", err=True)
             continue
-        typer.echo(f"ok {name}")
-        for w in lint_chain(cfg):
-            warned += 1
-            typer.echo(f"{'error' if strict else 'warning'} {name}: {w}", err=True)
+        warnings = lint_chain(cfg)
+        for w in warnings:
+            typer.echo(f"{'error' if strict else 'warning'}: {name}: {w}", err=True)
+        warned += len(warnings)
+        if not (strict and warnings):
+            typer.echo(f"ok {name}" + (f" ({len(warnings)} warning{'s' * (len(warnings) > 1)})" if warnings else ""))
     if invalid or (strict and warned):
         parts = [f"{invalid} invalid"] if invalid else []
         if strict and warned:
@@ -88,7 +91,10 @@ def presets(
 
 
 def _short(p) -> str:
-    values = ", ".join(f"{v}" for v in p.settings.values() if v is not None)
+    """``name(values)``: the first parameter's value, then the others that differ from their defaults."""
+    defaults = {q.name: q.default for q in p.params}
+    values = ", ".join(f"{v}" for i, (k, v) in enumerate(p.settings.items())
+                       if v is not None and (i == 0 or v != defaults.get(k)))
     return f"{p.name}({values})" if values else p.name
 
 

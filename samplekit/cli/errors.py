@@ -86,6 +86,17 @@ class GuardedGroup(TyperGroup):
     """The root command group: every subcommand runs inside the error boundary, and usage
     errors print as one ``error:`` line."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from samplekit.cli.helptext import tidy
+
+        tidy(self)
+
+    def get_params(self, ctx):
+        from samplekit.cli.helptext import tidy_params
+
+        return tidy_params(super().get_params(ctx))  # Typer adds the completion options late
+
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)

@@ -8,6 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from samplekit.cli.options import Threads, use_threads
+
 
 def explain(
     prompt: Annotated[str, typer.Argument(help="The prompt.")],
@@ -24,6 +26,7 @@ def explain(
     plot: Annotated[Optional[str], typer.Option(
         "--plot", metavar="PNG", help="Also draw support and entropy per stage, and the first steps' candidates.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Generate with tracing on and show, for each step, what each processor did: the tokens still
     possible, the entropy, the mass removed and the top candidates, the chosen one marked."""
@@ -40,6 +43,7 @@ def explain(
 
         require_matplotlib()
     cfg = build_config(config, length=steps, seed=seed, sets=set_ or [])
+    use_threads(threads)
     model, info = load_checkpoint(checkpoint, resolve_device(device))
     enc = tokenizer_for_checkpoint(info)
     (result,) = generate(model, [encode_prompt(enc, prompt)], chain=cfg.build_chain(), max_new_tokens=steps,

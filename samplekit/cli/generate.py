@@ -17,12 +17,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from samplekit.cli.inputs import read_prompt, unescape
-from samplekit.cli.options import TrustRemoteCode
+from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, one_of, use_precision, use_threads
 from samplekit.errors import ConfigError
-from samplekit.model.tokenizer import encode_prompt
 from samplekit.overrides import apply_sets, build_config, parse_set  # noqa: F401 - the CLI's, and re-exported
 
-PROMPT_HELP = "The prompt (or use --prompt / --prompt-file); - reads it from standard input."
+PROMPT_HELP = ("The prompt (or use --prompt / --prompt-file); - reads it from standard input. "
+               "From standard input or a file, one final newline is dropped, as $(cat FILE) does.")
 MAX_SAMPLES = 1024  # --num-samples at most
 
 
@@ -42,13 +42,18 @@ def generate(
         "--config", help="A YAML chain config, or a preset name (see `samplekit config presets`). "
                          "Default: temperature 0.8, top_k 50, multinomial.")] = None,
     length: Annotated[Optional[int], typer.Option(
-        "--length", "--max-new-tokens", "-n", help="Tokens to generate at most (1 to 1,000,000).")] = None,
+        "--length", "-n", show_default="200, or the config's max_new_tokens",
+        help="Tokens to generate at most, 1 to 1,000,000 (also --max-new-tokens).")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", hidden=True)] = None,
     temperature: Annotated[Optional[float], typer.Option(
         "--temperature", "-t", help="Temperature (0: greedy); inserted if the chain has none.")] = None,
     top_k: Annotated[Optional[int], typer.Option(
         "--top-k-tokens", "--top-k", "-k",
         help="Keep the k most likely tokens; inserted after temperature if the chain has no top_k.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
     seed: Annotated[Optional[int], typer.Option(
         help="Random seed, 0 <= seed < 2**63 (same seed, same text).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
@@ -62,9 +67,11 @@ def generate(
         help="A tiktoken encoding name or a .tiktoken rank file (default: the checkpoint's).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-N", min=1, max=MAX_SAMPLES,
                                              help="Samples to generate, as one batch (at most 1024).")] = 1,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON, one line per sample.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON Lines: one object per sample, with `run`'s fields.")] = False,
 ) -> None:
     """Generate text from a prompt, streaming it as it is produced."""
+    length = one_of("--length", length, "--max-new-tokens", max_new_tokens)
     text = read_prompt(prompt_arg, prompt, prompt_file)
     stop = [unescape(s, "--stop") for s in stop] if stop else None
     cfg = build_config(config, temperature=temperature, top_k=top_k, length=length, seed=seed,
@@ -75,17 +82,21 @@ def generate(
     from samplekit.lint import lint_chain
     from samplekit.model.checkpoint import load_checkpoint
     from samplekit.model.device import resolve_device
-    from samplekit.model.tokenizer import tokenizer_for_checkpoint
+    from samplekit.model.precision import load_dtype, parse_dtype
+    from samplekit.model.tokenizer import encode_prompt, tokenizer_for_checkpoint
 
+    use_threads(threads)
+    parse_dtype(dtype)  # an unknown name fails before the model loads
     target = resolve_device(device)
     if model_folder is not None:  # transformers, only on this path
         from samplekit.hf.cli import load_for_generate
 
         model, enc, info = load_for_generate(model_folder, target, checkpoint=checkpoint, tokenizer=tokenizer,
-                                             trust_remote_code=trust_remote_code)
+                                             trust_remote_code=trust_remote_code, dtype=load_dtype(dtype))
     else:
         model, info = load_checkpoint(checkpoint, target)
         enc = tokenizer_for_checkpoint(info, tokenizer)
+    model = use_precision(model, dtype, compile_)
     if config or set_:  # the built-in default chain plus flags is ours: no lint noise for it
         for warning in lint_chain(chain, vocab_size=info.config.vocab_size):
             typer.echo(f"warning: {warning}", err=True)
@@ -98,11 +109,14 @@ def generate(
         stop_on_eos=run["stop_on_eos"], max_time=run["max_time"], tokenizer=enc,
     )
     ids = encode_prompt(enc, text, getattr(info.config, "vocab_size", None))
-    warn_past_context(len(ids), run["max_new_tokens"], getattr(info.config, "context_length", None))
+    if "max_new_tokens" in cfg.chosen:  # a preset's or the default length is "up to": no warning
+        warn_past_context(len(ids), run["max_new_tokens"], getattr(info.config, "context_length", None))
     prompts = [ids] * num_samples
     if as_json:
+        if options["seed"] is None:  # drawn here, so that each line's seed reproduces its sample
+            options["seed"] = draw_seed(num_samples)
         results = engine.generate(model, prompts, **options)
-        typer.echo(json_lines([_plain(r) for r in results]))
+        typer.echo(json_lines(sample_lines(results, len(ids), options["seed"])), nl=False)
     elif num_samples == 1:
         out = sys.stdout
         out.write(text)
@@ -146,11 +160,26 @@ def warn_past_context(prompt_tokens: int, max_new_tokens: int, context_length: i
                "lower --length or shorten the prompt to stay fast", err=True)
 
 
+def draw_seed(rows: int) -> int:
+    """A random seed whose ``rows`` row seeds (``seed + i``) all stay below 2**63."""
+    import secrets
+
+    from samplekit.config import SEED_LIMIT
+
+    return secrets.randbelow(SEED_LIMIT - rows + 1)
+
+
+def sample_lines(results: list[Any], prompt_tokens: int, seed: int) -> list[dict]:
+    """``--json``'s records, with ``samplekit run``'s field names: one per sample, ``seed`` the one
+    that reproduces it (``generate PROMPT --seed SEED``)."""
+    return [{"index": i, "text": _result_text(r), "tokens": list(r.tokens), "finish_reason": r.finish_reason,
+             "prompt_tokens": prompt_tokens, "completion_tokens": len(r.tokens), "seed": seed + i}
+            for i, r in enumerate(results)]
+
+
 def json_lines(rows: list[Any]) -> str:
-    """A JSON array with one compact line per element (strict JSON: no NaN or Infinity)."""
-    if not rows:
-        return "[]"
-    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False, allow_nan=False) for r in rows) + "\n]"
+    """JSON Lines: one compact, strict JSON object per line (no NaN or Infinity), each ending in a newline."""
+    return "".join(json.dumps(_plain(r), ensure_ascii=False, allow_nan=False) + "\n" for r in rows)
 
 
 def _result_text(result: Any) -> str:

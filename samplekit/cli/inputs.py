@@ -2,7 +2,11 @@
 ``-`` for standard input, ``--prompt-file``) and C-style escapes in ``--stop`` values.
 
 A prompt file or standard input is read as UTF-8, at most ``PROMPT_LIMIT`` bytes; a prompt
-file must be a regular file. ``--stop "\\n\\n"`` means two newlines, as in llama.cpp and vLLM:
+file must be a regular file. One trailing newline (``\\n`` or ``\\r\\n``) is dropped from either, as
+a shell drops it from ``$(cat file)``: ``echo "ROMEO:" | samplekit generate -`` is the prompt
+``ROMEO:``; a prompt meant to end in a newline ends in two.
+
+``--stop "\\n\\n"`` means two newlines, as in llama.cpp and vLLM:
 ``unescape`` turns ``\\n \\t \\r \\0 \\\\ \\" \\' \\xHH \\uXXXX \\UXXXXXXXX`` into the characters
 they name; any other backslash is an error (a literal backslash is ``\\\\``).
 
@@ -62,11 +66,18 @@ def read_prompt(positional: str | None, option: str | None, file: str | None) ->
         raise ConfigError("no prompt: pass it as an argument, with --prompt, with --prompt-file PATH, "
                           "or `-` to read standard input")
     if file is not None:
-        return read_text(file, limit=PROMPT_LIMIT, what="prompt file")
+        return strip_final_newline(read_text(file, limit=PROMPT_LIMIT, what="prompt file"))
     if positional == "-":
-        return read_stdin()
+        return strip_final_newline(read_stdin())
     text = positional if positional is not None else option
     return check_text(text, "the prompt" if positional is not None else "--prompt")
+
+
+def strip_final_newline(text: str) -> str:
+    """``text`` without one trailing ``\\n`` or ``\\r\\n`` (only one: ``"a\\n\\n"`` gives ``"a\\n"``)."""
+    if text.endswith("\r\n"):
+        return text[:-2]
+    return text[:-1] if text.endswith("\n") else text
 
 
 def read_stdin(limit: int = PROMPT_LIMIT) -> str:

@@ -28,12 +28,13 @@ def processors(
         table.add_column(column, overflow="fold", no_wrap=column in ("name", "plugin"))
     for e in entries:
         name = e["name"] + (f"\n({', '.join(e['aliases'])})" if e["aliases"] else "")
-        params = "\n".join(_param_line(p) for p in e["params"]) or "-"
+        params = "\n".join(_param_line(p, primary=p["name"] == e["primary"] and len(e["params"]) > 1)
+                           for p in e["params"]) or "-"
         who = e["plugin"] + (f"\n{e['distribution']} {e['version'] or ''}".rstrip() if e["distribution"] else "")
         table.add_row(*(Text(c) for c in (name, e["stage"], params, e["summary"], who)))
     Console(width=None if sys.stdout.isatty() else 120).print(table)
 
 
-def _param_line(p: dict) -> str:
+def _param_line(p: dict, primary: bool = False) -> str:
     default = "required" if p["required"] else f"default {p['default']!r}"
-    return f"{p['name']}: {p['allowed']}, {default}"
+    return f"{p['name']}{' (primary)' if primary else ''}: {p['allowed']}, {default}"

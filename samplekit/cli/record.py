@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from samplekit.cli.options import Threads, use_threads
 from samplekit.lab.errors import LabError
+from samplekit.safe_io import MiB
+
+TEXT_LIMIT = 16 * MiB  # bytes of a --text file
 
 
 def record(
@@ -28,6 +31,7 @@ def record(
     length: Annotated[Optional[int], typer.Option(
         "--length", min=1, help="--corpus: recorded tokens per continuation at most (default: all).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Run the model once over a text (teacher-forced) and store what replaying a chain needs."""
     from samplekit.lab.record import pair_documents, record_logits, save_record, text_documents
@@ -36,12 +40,13 @@ def record(
         raise LabError("give the text to record: --text FILE or --corpus demo-heldout")
     from samplekit.engine import model_context_length
 
+    content, source_sha = _read(text) if text is not None else (None, None)  # before the model loads
+    use_threads(threads)
     model, enc, info = _load(checkpoint, device)
     context = model_context_length(model)
     if text is not None:
-        ids, source = enc.encode_ordinary(_read(text)), f"text {text}"
+        ids, source = enc.encode_ordinary(content), f"text {text}"
         docs, prompts = text_documents(ids, context or 1024, prompt_tokens)
-        source_sha = hashlib.sha256(Path(text).read_bytes()).hexdigest()
     else:
         from samplekit.lab.corpus import corpus_prompts
 
@@ -64,11 +69,12 @@ def record(
                f"{path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabError(f"--text {path}: cannot read the text ({getattr(exc, 'strerror', None) or exc})") from None
+def _read(path: str) -> tuple[str, str]:
+    """The text of ``--text`` (a regular UTF-8 file of at most TEXT_LIMIT bytes) and its sha256."""
+    from samplekit.safe_io import decode_utf8, read_bytes
+
+    data = read_bytes(path, limit=TEXT_LIMIT, what="--text file", error=LabError)
+    return decode_utf8(data, path, "--text file", LabError), hashlib.sha256(data).hexdigest()
 
 
 def _load(checkpoint: str, device: str):

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import TrustRemoteCode
+from samplekit.cli.options import Threads, TrustRemoteCode, one_of, use_threads
 from samplekit.config import MAX_NEW_TOKENS, SEED_LIMIT
 from samplekit.jobs.inputs import MAX_N
 
@@ -39,8 +39,9 @@ def run(
     n: Annotated[int, typer.Option(
         "--n", "--num-samples", "-N", min=1, max=MAX_N, help="Samples per request (a line's 'n' wins).")] = 1,
     max_new_tokens: Annotated[Optional[int], typer.Option(
-        "--max-new-tokens", "--length", min=1, max=MAX_NEW_TOKENS, show_default=False,
-        help="Tokens to generate at most (default: the config's, 200).")] = None,
+        "--max-new-tokens", min=1, max=MAX_NEW_TOKENS, show_default="200, or the config's max_new_tokens",
+        help="Tokens to generate at most (also --length).")] = None,
+    length: Annotated[Optional[int], typer.Option("--length", min=1, max=MAX_NEW_TOKENS, hidden=True)] = None,
     set_: Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="PROC.PARAM=VALUE", help="Override one setting for every request (VALUE is YAML). "
         "Repeatable.")] = None,
@@ -57,6 +58,7 @@ def run(
     workers: Annotated[int, typer.Option(
         "--workers", min=1, max=10_000, help="Ray actors, each with its own copy of the model.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
+    threads: Threads = None,
 ) -> None:
     """Generate for every request of a file, writing one JSON line per sample (resumable)."""
     from samplekit.errors import ConfigError
@@ -64,6 +66,7 @@ def run(
     from samplekit.jobs.models import ModelSpec
     from samplekit.jobs.runner import RunOptions, run_job
 
+    max_new_tokens = one_of("--max-new-tokens", max_new_tokens, "--length", length)
     if engine not in ("local", "ray"):
         raise ConfigError(f"--engine {engine!r}: expected local or ray")
     options = RunOptions(
@@ -73,6 +76,8 @@ def run(
                         trust_remote_code=trust_remote_code),
         batch_size=batch_size, engine=engine, address=address, workers=workers, skip_invalid=skip_invalid,
         overwrite=overwrite, quiet=quiet)
+    if engine == "local":  # Ray's workers choose their own
+        use_threads(threads)
     status = run_job(options)
     if status:
         raise typer.Exit(status)

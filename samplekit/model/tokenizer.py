@@ -237,6 +237,14 @@ def undecodable_ids(tokenizer: Any, vocab_size: int) -> list[int]:
     return gaps + beyond
 
 
+def check_choice(tokens: int, source: str) -> None:
+    """Refuse a vocabulary of fewer than two tokens: sampling has nothing to choose between (the
+    run would only repeat the one token, or end at once when it is end-of-text, printing nothing)."""
+    if tokens < 2:
+        raise TokenizerError(f"{source} has {tokens} token{'s' * (tokens != 1)}: generation needs at least 2 "
+                             "to choose between; pass the tokenizer the model was trained with (--tokenizer)")
+
+
 def check_compatible(model_vocab_size: int, tokenizer: Any, source: str) -> None:
     """Refuse a tokenizer that cannot drive a model of ``model_vocab_size`` logits: one whose
     ordinary tokens have ids the model lacks (it is larger than the model's vocabulary by more
@@ -244,6 +252,7 @@ def check_compatible(model_vocab_size: int, tokenizer: Any, source: str) -> None
     vocabulary larger than the tokenizer's (padding) is fine: see ``undecodable_ids``.
     ``source`` says where the tokenizer came from, for the message."""
     name = getattr(tokenizer, "name", type(tokenizer).__name__)
+    check_choice(model_vocab_size, f"the model ({source})")
     if isinstance(tokenizer, tiktoken.Encoding):
         top = _ordinary_max(tokenizer)
         if top >= model_vocab_size:
