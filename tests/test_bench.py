@@ -45,7 +45,7 @@ def test_the_report_has_every_variant_and_ratio_per_batch_size():
     from rich.console import Console
 
     print_report(report, Console(file=out, width=120))
-    assert "bare cached forward loop" in out.getvalue() and "speed-up over the guide's plain loop" in out.getvalue()
+    assert "bare cached forward loop" in out.getvalue() and "speed-up over a plain loop without a cache" in out.getvalue()
 
 
 def test_a_chain_without_top_k_has_no_top_k_floor():

@@ -1,6 +1,6 @@
 """The benchmarks, together: ``samplekit bench`` and the workloads plugins add to it.
 
-- ``overhead``: the engine against its bare cached loop, the guide's plain loop and (``--compare
+- ``overhead``: the engine against its bare cached loop, a plain loop without a cache and (``--compare
   hf``) transformers' ``generate`` with the chain's equivalent settings (``hf_settings``);
 - ``workloads``: the built-in ``--workload`` benchmarks (ragged, open-ended; samplekit.throughput);
 - ``benchmark``: ``Benchmark`` and ``BenchSettings``, what a plugin registers through the

@@ -228,7 +228,7 @@ def print_report(report: dict[str, Any], console=None) -> None:
              "overhead_vs_bare_best": "  the same, best of the repeats",
              "topk_overhead_vs_bare": "top-k alone over the bare loop (any top-k sampler pays it)",
              "chain_share": "chain's share of samplekit's time",
-             "speedup_vs_naive": "speed-up over the guide's plain loop",
+             "speedup_vs_naive": "speed-up over a plain loop without a cache",
              "speedup_vs_hf": "speed-up over HF generate",
              "hf_overhead_vs_hf_bare": "HF generate overhead over HF's bare loop",
              "bare_vs_hf_bare": "bare loop speed-up over HF's bare loop"}

@@ -1,5 +1,5 @@
 """``samplekit bench``: tokens/s of the engine, its overhead over the bare cached forward loop,
-and (``--compare``) the guide's plain loop and Hugging Face's ``generate``. See samplekit.bench."""
+and (``--compare``) a plain loop without a cache and Hugging Face's ``generate``. See samplekit.bench."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option(min=1, help="Prompt length (random token ids).")] = 32,
     new_tokens: Annotated[int, typer.Option("--new-tokens", "-n", min=1, help="Tokens generated per run.")] = 128,
     compare: Annotated[Optional[list[str]], typer.Option(
-        help="Also run 'naive' (the guide's plain loop) and/or 'hf' (transformers' generate); repeatable.")] = None,
+        help="Also run 'naive' (a plain loop without a cache) and/or 'hf' (transformers' generate); repeatable.")] = None,
     repeats: Annotated[int, typer.Option(min=1, max=MAX_REPEATS, help="Interleaved repeats; medians are reported.")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     threads: Threads = None,

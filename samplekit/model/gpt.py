@@ -13,8 +13,8 @@ cached and the plain paths. A plain batched forward is not: on the CPU a matrix 
 row and one of several rows take different kernels (and round differently), and attention's
 reductions change with the padding in front of a row. In this mode every matrix product has a
 row count for which each row's result does not depend on the count (``_padded_rows``: zero rows
-added), and attention runs row by row on that row's own positions only, exactly as the row alone. It costs little at batch 16 and up and more below (where
-the padding multiplies the work); ``samplekit bench --batch-invariant`` measures it.
+added), and attention runs row by row on that row's own positions only, exactly as the row
+alone. It costs little at batch 16 and up and more below, where the padding multiplies the work.
 """
 
 from __future__ import annotations
