@@ -83,6 +83,7 @@ class Group:
     run: ChainRun | None = None
     rows: list["Row"] = field(default_factory=list)
     index: torch.Tensor | None = None  # the rows' batch positions (None: the whole batch, in order)
+    padded: bool = False  # whether some row holds padding in the history (its mask is not all True)
 
 
 @dataclass(eq=False)
@@ -345,18 +346,17 @@ class Decoding:
         if len(self.groups) == 1:
             mask = self.mask[:, :self.T] if self._hist_padded else None
             return self._select_group(self.groups[0], self.ids[:, :self.T], mask, logits, failed)
-        tokens = torch.zeros(len(self.rows), dtype=torch.long, device=self.device)
-        for group in self.groups:
-            index = group.index
-            tokens[index] = self._select_group(group, self.ids[:, :self.T].index_select(0, index),
-                                               self.mask[:, :self.T].index_select(0, index) if self._hist_padded
-                                               else None,
-                                               logits.index_select(0, index), failed)
-        return tokens
+        ids, mask = self.ids[:, :self.T], self.mask[:, :self.T]
+        parts = [self._select_group(group, ids.index_select(0, group.index),
+                                    mask.index_select(0, group.index) if group.padded else None,
+                                    logits.index_select(0, group.index), failed).to(self.device, torch.long)
+                 for group in self.groups]
+        return torch.cat(parts).index_select(0, self._order)  # each group's tokens back in batch order
 
     def _select_group(self, group: Group, ids, mask, logits, failed: dict[int, str]) -> torch.Tensor:
+        """``mask``: the rows' history mask, None when none of them holds padding."""
         run = group.run
-        run.ctx.attention_mask = mask if mask is not None and (len(self.groups) == 1 or not bool(mask.all())) else None
+        run.ctx.attention_mask = mask
         try:
             tokens = run.select(ids, logits)
         except Exception as exc:
@@ -584,10 +584,18 @@ class Decoding:
         self._stop_ids = frozenset().union(*(r.ends | r.stops for r in rows))
         self._streams = any(r.stream is not None for r in rows)
         self._deadlines = list({id(r.deadline): r.deadline for r in rows if r.deadline.at is not None}.values())
+        short = {id(r) for r, n in zip(rows, lengths) if n < T}  # rows holding padding (stays so as steps go)
         for group in self.groups:
             where = [self._position[id(r)] for r in group.rows]
+            group.padded = any(id(r) in short for r in group.rows)
             group.index = None if len(self.groups) == 1 else torch.tensor(where, dtype=torch.long,
                                                                             device=self.device)
+        if len(self.groups) > 1:  # the batch position of each group's token, groups concatenated
+            where = [self._position[id(r)] for g in self.groups for r in g.rows]
+            order = [0] * len(where)
+            for at, i in enumerate(where):
+                order[i] = at
+            self._order = torch.tensor(order, dtype=torch.long, device=self.device)
 
 
 def new_row(request: Request, index: int, chain: Chain, group: Group, *, seed: int | None, tokenizer,

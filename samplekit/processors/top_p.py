@@ -66,9 +66,11 @@ class TopP(Processor):
         cumulative probability lies within ``MARGIN`` of ``1 - p``, or the vocabulary is
         smaller than ``MIN_VOCAB``."""
         vocab = scores.shape[-1]
+        if vocab < self.MIN_VOCAB:
+            return None
         tries = [m for m in self.CANDIDATE_TRIES if m + 1 <= vocab // 8 and m >= self.min_tokens_to_keep]
         ps = self.row_values(ctx, "p")
-        if 1.0 in ps or not tries or vocab < self.MIN_VOCAB:
+        if 1.0 in ps or not tries:
             return None
         p = self.row_value(ctx, "p")
         if isinstance(p, torch.Tensor):  # each row's p, and 1 - p, as Python computes them (float64)

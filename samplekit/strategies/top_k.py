@@ -49,7 +49,7 @@ class TopKCandidates(StepStrategy):
         # the run's chain when first needed, unless given).
         self._fallback, self._planned = fallback, fallback is not None
         self._columns: dict[int, torch.Tensor] = {}  # k -> the columns 0, k-1, k of the top k+1
-        self._rows: tuple | None = None  # (each row's k, its columns [B, 3], its k [B, 1]) last used
+        self._rows: tuple | None = None  # (each row's k, its columns [B, 3], past its k [B, most]) last used
 
     def select(self, run, input_ids, scores):
         vocab = scores.shape[-1]
@@ -97,8 +97,9 @@ class TopKCandidates(StepStrategy):
         if self._rows is None or self._rows[0] != ks or self._rows[1].device != scores.device:
             own = torch.tensor(ks, device=scores.device)[:, None]  # (B, 1)
             columns = torch.cat([torch.zeros_like(own), own - 1, own], dim=-1)  # (B, 3)
-            self._rows = (list(ks), columns, own)
-        _, columns, own = self._rows
+            past = torch.arange(most, device=scores.device) >= own  # (B, most): past each row's own k
+            self._rows = (list(ks), columns, past)
+        _, columns, past = self._rows
         if self.dense:
             scores = run.apply(self.dense, input_ids, scores)
         values, indices = largest(scores, most + 1)  # (B, most+1), largest first
@@ -110,7 +111,6 @@ class TopKCandidates(StepStrategy):
                 scores = run.apply([*self.prefix, (self.producer, self.index), *self.suffix], input_ids, scores)
                 return run.chain.selector.select(input_ids, scores, run.selector_context())
             return None
-        past = torch.arange(most, device=values.device) >= own  # (B, most): past each row's own k
         values = values[:, :most].masked_fill(past, _NEG_INF)
         indices, order = indices[:, :most].sort(dim=-1)  # token-id order, as the dense path
         return select_among(run, input_ids, values.gather(-1, order), indices, self.suffix, checked=True)
