@@ -219,13 +219,8 @@ class Decoding:
 
     # -- forward passes ---------------------------------------------------------------------------
     def _forward(self, joining: list[Row]) -> torch.Tensor:
-        if not self.cached:
-            if joining:
-                self._join_rows(joining)
-                self._join_history([r.prompt for r in joining])
-            return self._plain()
-        old = self._decode() if self.rows else None
-        if not self.cached:  # a row's window passed: the batch re-feeds (module docstring)
+        old = self._decode() if self.cached and self.rows else None
+        if not self.cached:  # no cache, or a row's window passed: the batch re-feeds (module docstring)
             if joining:
                 self._join_rows(joining)
                 self._join_history([r.prompt for r in joining])

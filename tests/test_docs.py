@@ -70,13 +70,19 @@ def test_the_site_builds_strictly_offline_with_every_processor_in_its_reference(
         assert not remote, f"{page.name} loads {remote[0]}: the site must work offline"
 
 
-def test_the_processor_reference_is_written_from_the_registry():
-    """The hook fills the marker with every registered processor, its parameters and its summary."""
+def references_hook():
+    """docs/hooks/references.py, the MkDocs hook that writes the generated tables."""
     sys.path.insert(0, str(DOCS / "hooks"))
     try:
         import references
     finally:
         sys.path.remove(str(DOCS / "hooks"))
+    return references
+
+
+def test_the_processor_reference_is_written_from_the_registry():
+    """The hook fills the marker with every registered processor, its parameters and its summary."""
+    references = references_hook()
     page = (DOCS / "processors.md").read_text(encoding="utf-8")
     assert references.MARKER in page
     filled = references.on_page_markdown(page, None, None, None)
@@ -91,11 +97,7 @@ def test_the_processor_reference_is_written_from_the_registry():
 
 
 def test_the_server_field_table_is_written_from_the_mapping():
-    sys.path.insert(0, str(DOCS / "hooks"))
-    try:
-        import references
-    finally:
-        sys.path.remove(str(DOCS / "hooks"))
+    references = references_hook()
     page = (DOCS / "serving.md").read_text(encoding="utf-8")
     assert references.SERVE_MARKER in page
     filled = references.on_page_markdown(page, None, None, None)
