@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import Threads, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, use_threads
 from samplekit.lab.errors import LabError
 
 
@@ -37,12 +37,17 @@ def compare(
                                       "all others (default: every sample).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
 ) -> None:
     """Measure chains on the same prompts and seeds: perplexity, Self-BLEU-4, Zipf, repetition,
     distinct-n, length and speed; or, with --logits, coverage of the human's tokens."""
     from samplekit.lab.chains import named_chains
 
+    from samplekit.cli.models import check_dtype
+
     named = named_chains(chains)
+    check_dtype(dtype)  # an unknown name fails before the model loads
     use_threads(threads)
     if plot:
         from pathlib import Path
@@ -54,17 +59,18 @@ def compare(
             raise LabError(f"--plot {plot}: no such folder to write the picture into")
     if logits:
         given = [f for f, v in (("--prompts", prompts), ("--corpus", corpus), ("--samples", samples),
-                                ("--length", length), ("--checkpoint", checkpoint)) if v is not None]
+                                ("--length", length), ("--checkpoint", checkpoint), ("--dtype", dtype),
+                                ("--compile", compile_ or None)) if v is not None]
         if given:
             raise LabError(f"{', '.join(given)}: not used with --logits (the record holds the text and "
                            "the model's logits)")
         return _replay(named, logits, plot, as_json, seed)
     _generate(named, prompts, corpus, 200 if samples is None else samples, 128 if length is None else length,
-              seed, checkpoint or "demo", plot, as_json, batch_size, bleu_samples, device)
+              seed, checkpoint or "demo", plot, as_json, batch_size, bleu_samples, device, dtype, compile_)
 
 
 def _generate(named, prompts, corpus, samples, length, seed, checkpoint, plot, as_json, batch_size,
-              bleu_samples, device) -> None:
+              bleu_samples, device, dtype=None, compile=False) -> None:
     from samplekit.lab.compare import compare as run_compare
     from samplekit.lab.compare import select_prompts
     from samplekit.lab.corpus import HELDOUT, corpus_prompts, read_prompt_file
@@ -77,13 +83,15 @@ def _generate(named, prompts, corpus, samples, length, seed, checkpoint, plot, a
     prompt_set = read_prompt_file(prompts) if prompts else corpus_prompts(corpus or HELDOUT)
     prompt_set = select_prompts(prompt_set, samples)
     require("nltk.translate.bleu_score", "lab", "Self-BLEU")  # before the model loads
-    model, enc = _load(checkpoint, device)
+    model, enc = _load(checkpoint, device, dtype, compile)
     typer.echo(f"comparing {', '.join(c.name for c in named)} on {samples} prompts from "
                f"{prompt_set.source} ...", err=True)
     result = run_compare(model, enc, named, prompt_set, samples=samples, length=length, seed=seed,
                          batch_size=batch_size, bleu_hypotheses=bleu_samples,
                          progress=lambda message: typer.echo(f"... {message}", err=True))
     result.settings["checkpoint"] = checkpoint
+    if dtype is not None:
+        result.settings["dtype"] = dtype
     from samplekit.lab import report
 
     _show(report.comparison_json(result) if as_json else report.comparison_table(result), as_json)
@@ -109,13 +117,11 @@ def _replay(named, path, plot, as_json, seed) -> None:
         typer.echo(f"wrote {plot_tradeoff(rows, plot)}", err=True)
 
 
-def _load(checkpoint: str, device: str):
-    from samplekit.model.checkpoint import load_checkpoint
-    from samplekit.model.device import resolve_device
-    from samplekit.model.tokenizer import tokenizer_for_checkpoint
+def _load(checkpoint: str, device: str, dtype: str | None = None, compile: bool = False):
+    from samplekit.cli.models import load_command_model
 
-    model, info = load_checkpoint(checkpoint, resolve_device(device))
-    return model, tokenizer_for_checkpoint(info)
+    model, enc, _ = load_command_model(checkpoint, device, dtype=dtype, compile=compile)
+    return model, enc
 
 
 def _record_tokenizer(meta: dict):

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import Threads, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, use_threads
 
 
 def explain(
@@ -27,6 +27,8 @@ def explain(
         "--plot", metavar="PNG", help="Also draw support and entropy per stage, and the first steps' candidates.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
 ) -> None:
     """Generate with tracing on and show, for each step, what each processor did: the tokens still
     possible, the entropy, the mass removed and the top candidates, the chosen one marked."""
@@ -34,18 +36,16 @@ def explain(
     from samplekit.overrides import build_config
     from samplekit.engine import generate
     from samplekit.lab.explain import plot_trace, render, steps_json
-    from samplekit.model.checkpoint import load_checkpoint
-    from samplekit.model.device import resolve_device
-    from samplekit.model.tokenizer import tokenizer_for_checkpoint
+    from samplekit.cli.models import check_dtype, load_command_model
 
+    check_dtype(dtype)  # an unknown name fails before the model loads
     if plot:
         from samplekit.lab.plots import require_matplotlib
 
         require_matplotlib()
     cfg = build_config(config, length=steps, seed=seed, sets=set_ or [])
     use_threads(threads)
-    model, info = load_checkpoint(checkpoint, resolve_device(device))
-    enc = tokenizer_for_checkpoint(info)
+    model, enc, _ = load_command_model(checkpoint, device, dtype=dtype, compile=compile_)
     (result,) = generate(model, [encode_prompt(enc, prompt)], chain=cfg.build_chain(), max_new_tokens=steps,
                          seed=[cfg.run["seed"]], tokenizer=enc, stop=tuple(cfg.run["stop"]), trace=top)
     if as_json:

@@ -79,24 +79,15 @@ def generate(
     chain = cfg.build_chain()
     check_seed_rows(cfg.run["seed"], num_samples)
 
+    from samplekit.cli.models import check_dtype, load_command_model
     from samplekit.lint import lint_chain
-    from samplekit.model.checkpoint import load_checkpoint
-    from samplekit.model.device import resolve_device
-    from samplekit.model.precision import load_dtype, parse_dtype
-    from samplekit.model.tokenizer import encode_prompt, tokenizer_for_checkpoint
+    from samplekit.model.tokenizer import encode_prompt
 
     use_threads(threads)
-    parse_dtype(dtype)  # an unknown name fails before the model loads
-    target = resolve_device(device)
-    if model_folder is not None:  # transformers, only on this path
-        from samplekit.hf.cli import load_for_generate
-
-        model, enc, info = load_for_generate(model_folder, target, checkpoint=checkpoint, tokenizer=tokenizer,
-                                             trust_remote_code=trust_remote_code, dtype=load_dtype(dtype))
-    else:
-        model, info = load_checkpoint(checkpoint, target)
-        enc = tokenizer_for_checkpoint(info, tokenizer)
-    model = use_precision(model, dtype, compile_)
+    check_dtype(dtype)  # an unknown name fails before the model loads
+    model, enc, info = load_command_model(checkpoint, device, dtype=dtype, compile=compile_,
+                                          model_folder=model_folder, tokenizer=tokenizer,
+                                          trust_remote_code=trust_remote_code)
     if config or set_:  # the built-in default chain plus flags is ours: no lint noise for it
         for warning in lint_chain(chain, vocab_size=info.config.vocab_size):
             typer.echo(f"warning: {warning}", err=True)

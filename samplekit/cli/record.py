@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import Threads, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, use_threads
 from samplekit.lab.errors import LabError
 from samplekit.safe_io import MiB
 
@@ -32,17 +32,21 @@ def record(
         "--length", min=1, help="--corpus: recorded tokens per continuation at most (default: all).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
 ) -> None:
     """Run the model once over a text (teacher-forced) and store what replaying a chain needs."""
+    from samplekit.cli.models import check_dtype
     from samplekit.lab.record import pair_documents, record_logits, save_record, text_documents
 
     if (text is None) == (corpus is None):
         raise LabError("give the text to record: --text FILE or --corpus demo-heldout")
+    check_dtype(dtype)  # an unknown name fails before the model loads
     from samplekit.engine import model_context_length
 
     content, source_sha = _read(text) if text is not None else (None, None)  # before the model loads
     use_threads(threads)
-    model, enc, info = _load(checkpoint, device)
+    model, enc, info = _load(checkpoint, device, dtype, compile_)
     context = model_context_length(model)
     if text is not None:
         ids, source = enc.encode_ordinary(content), f"text {text}"
@@ -61,6 +65,8 @@ def record(
         "tokenizer_dir": str(info.path if info.path.is_dir() else info.path.parent),
         "eos_token_ids": _eos(enc),
     }
+    if dtype is not None:  # the logits of a half-precision model differ a little from float32's
+        meta["dtype"] = dtype
     started = time.perf_counter()
     made = record_logits(model, docs, prompts, top_n=top, meta=meta)
     path = save_record(made, output)
@@ -77,13 +83,10 @@ def _read(path: str) -> tuple[str, str]:
     return decode_utf8(data, path, "--text file", LabError), hashlib.sha256(data).hexdigest()
 
 
-def _load(checkpoint: str, device: str):
-    from samplekit.model.checkpoint import load_checkpoint
-    from samplekit.model.device import resolve_device
-    from samplekit.model.tokenizer import tokenizer_for_checkpoint
+def _load(checkpoint: str, device: str, dtype: str | None = None, compile: bool = False):
+    from samplekit.cli.models import load_command_model
 
-    model, info = load_checkpoint(checkpoint, resolve_device(device))
-    return model, tokenizer_for_checkpoint(info), info
+    return load_command_model(checkpoint, device, dtype=dtype, compile=compile)
 
 
 def _eos(enc) -> list[int]:

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import Threads, TrustRemoteCode, one_of, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, one_of, use_threads
 from samplekit.config import MAX_NEW_TOKENS, SEED_LIMIT
 from samplekit.jobs.inputs import MAX_N
 
@@ -59,6 +59,8 @@ def run(
         "--workers", min=1, max=10_000, help="Ray actors, each with its own copy of the model.")] = 1,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
 ) -> None:
     """Generate for every request of a file, writing one JSON line per sample (resumable)."""
     from samplekit.errors import ConfigError
@@ -73,7 +75,7 @@ def run(
         input=input_file, output=output,
         defaults=Defaults(config=config, sets=tuple(set_ or ()), seed=seed, n=n, max_new_tokens=max_new_tokens),
         model=ModelSpec(checkpoint=checkpoint, folder=model_folder, device=device,
-                        trust_remote_code=trust_remote_code),
+                        trust_remote_code=trust_remote_code, dtype=dtype, compile=compile_),
         batch_size=batch_size, engine=engine, address=address, workers=workers, skip_invalid=skip_invalid,
         overwrite=overwrite, quiet=quiet)
     if engine == "local":  # Ray's workers choose their own

@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from samplekit.cli.options import Threads, TrustRemoteCode, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, use_threads
 from samplekit.errors import ConfigError
 
 
@@ -41,6 +41,8 @@ def serve(
         "--name", help="The model's id in the API (default: demo, or the checkpoint's or folder's name).")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:N, mps or auto.")] = "auto",
     threads: Threads = None,
+    dtype: Dtype = None,
+    compile_: Compile = False,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: critical, error, warning, info, "
                                                                "debug.")] = "info",
 ) -> None:
@@ -52,6 +54,9 @@ def serve(
         raise ConfigError(f"--log-level {log_level!r}: expected critical, error, warning, info or debug")
     if api_key is not None and not api_key.strip():
         raise ConfigError("--api-key: the key is empty")
+    from samplekit.cli.models import check_dtype
+
+    check_dtype(dtype)  # an unknown name fails before the model loads
     _check_port(host, port)
 
     from samplekit.config import load_config
@@ -61,7 +66,8 @@ def serve(
     defaults = mapping.defaults_from_config(cfg)
 
     use_threads(threads)
-    model, enc, vocab_size, context_length = _load(checkpoint, model_folder, tokenizer, device, trust_remote_code)
+    model, enc, vocab_size, context_length = _load(checkpoint, model_folder, tokenizer, device, trust_remote_code,
+                                                   dtype, compile_)
     model_id = name or ("demo" if model_folder is None and checkpoint == "demo"
                         else Path(model_folder or checkpoint).expanduser().resolve().name.removesuffix(".pt"))
 
@@ -97,22 +103,14 @@ def serve(
         engine.close()
 
 
-def _load(checkpoint: str, model_folder: str | None, tokenizer: str | None, device: str, trust_remote_code: bool):
+def _load(checkpoint: str, model_folder: str | None, tokenizer: str | None, device: str, trust_remote_code: bool,
+          dtype: str | None = None, compile: bool = False):
     """(model, tokenizer, vocabulary size, context length), as ``samplekit generate`` loads them."""
-    from samplekit.model.device import resolve_device
+    from samplekit.cli.models import load_command_model
 
-    target = resolve_device(device)
-    if model_folder is not None:
-        from samplekit.hf.cli import load_for_generate
-
-        model, enc, info = load_for_generate(model_folder, target, checkpoint=checkpoint, tokenizer=tokenizer,
-                                             trust_remote_code=trust_remote_code)
-    else:
-        from samplekit.model.checkpoint import load_checkpoint
-        from samplekit.model.tokenizer import tokenizer_for_checkpoint
-
-        model, info = load_checkpoint(checkpoint, target)
-        enc = tokenizer_for_checkpoint(info, tokenizer)
+    model, enc, info = load_command_model(checkpoint, device, dtype=dtype, compile=compile,
+                                          model_folder=model_folder, tokenizer=tokenizer,
+                                          trust_remote_code=trust_remote_code)
     return model, enc, int(info.config.vocab_size), getattr(info.config, "context_length", None)
 
 

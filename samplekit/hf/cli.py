@@ -39,9 +39,10 @@ def is_model_folder(path: str | os.PathLike) -> bool:
     return Path(path).expanduser().is_dir() and (Path(path).expanduser() / "config.json").is_file()
 
 
-def bench_target(model: str | None, checkpoint: str, device, *, trust_remote_code: bool = False):
+def bench_target(model: str | None, checkpoint: str, device, *, trust_remote_code: bool = False, dtype=None):
     """What ``samplekit bench`` measures: ``--model FOLDER`` runs the folder through transformers
-    (an HFModel); any other ``--model`` value, or ``--checkpoint``, goes to samplekit's loader."""
+    (an HFModel, loaded in ``dtype``: a torch dtype, "auto" or None); any other ``--model`` value,
+    or ``--checkpoint``, goes to samplekit's loader."""
     if model is None:
         return checkpoint
     if checkpoint != "demo":
@@ -50,4 +51,4 @@ def bench_target(model: str | None, checkpoint: str, device, *, trust_remote_cod
         return model  # "demo" or a .pt file: as --checkpoint
     from samplekit.hf.load import load_model
 
-    return load_model(model, device=device, trust_remote_code=trust_remote_code)
+    return load_model(model, device=device, trust_remote_code=trust_remote_code, dtype=dtype)

@@ -52,7 +52,8 @@ DIMENSIONS: dict[str, tuple[tuple[str, ...], int]] = {  # what: (config keys, th
     "experts": (("num_experts", "num_local_experts", "n_routed_experts"), 1 << 16),
 }
 MAX_LIST = 4096  # entries of a size given per layer
-DTYPE_BYTES = {"float32": 4, "float": 4, "float16": 2, "half": 2, "bfloat16": 2, "float64": 8, "int8": 1}
+DTYPE_BYTES = {"float32": 4, "float": 4, "fp32": 4, "float16": 2, "half": 2, "fp16": 2, "bfloat16": 2, "bf16": 2,
+               "float64": 8, "int8": 1}
 
 
 def check_files(folder: Path) -> None:
@@ -100,13 +101,18 @@ def _size(value, high: int) -> bool:
 
 
 def load_bytes_per_parameter(raw: dict, dtype, device: torch.device) -> int:
-    """Bytes of one parameter once loaded: ``dtype`` if given, float32 on the CPU, else the saved one."""
-    if dtype is None and device.type == "cpu":
-        return 4
-    name = dtype if dtype is not None else (raw.get("dtype") or raw.get("torch_dtype") or "float32")
-    if isinstance(name, torch.dtype):
-        return name.itemsize
-    return DTYPE_BYTES.get(str(name).removeprefix("torch."), 4)
+    """Bytes of one parameter once loaded, as samplekit.hf.load loads it: ``dtype`` (a torch dtype
+    or its name) if given; ``"auto"``: the saved one (config.json's ``dtype`` or ``torch_dtype``;
+    float32 when it names none); None: float32 on the CPU, the saved one elsewhere. A name this
+    table does not know counts 4 bytes."""
+    if dtype is None:
+        dtype = "float32" if device.type == "cpu" else "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype.itemsize
+    name = str(dtype).strip().lower().removeprefix("torch.")
+    if name == "auto":
+        name = str(raw.get("dtype") or raw.get("torch_dtype") or "float32").removeprefix("torch.")
+    return DTYPE_BYTES.get(name, 4)
 
 
 def meta_skeleton(transformers, folder: Path, trust_remote_code: bool):
