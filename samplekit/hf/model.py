@@ -61,7 +61,7 @@ class HFCache:
 
 
 class JoinableHFCache(HFCache):
-    """An HFCache whose layers are all plain ``DynamicLayer`` s (keys and values ``[B, H, S, D]``,
+    """An HFCache whose layers are all plain ``DynamicLayer`` s (or GrowingLayers) (keys and values ``[B, H, S, D]``,
     no sliding window): rows can join it and leading padding can be dropped, so the
     continuous-batching scheduler runs Hugging Face models on the cached path."""
 
@@ -69,6 +69,8 @@ class JoinableHFCache(HFCache):
         """Append ``other``'s rows (default all; repeats allowed) after this cache's, right-aligned:
         the shorter side gets zero positions in front (masked out). Returns the positions added
         in front of the rows already here and in front of the joining rows (KVCache.join)."""
+        from samplekit.hf.growing_layer import GrowingLayer, room_for
+
         rows = list(range(other.batch)) if rows is None else rows
         n = max(self.length, other.length)
         before, after = n - self.length, n - other.length
@@ -76,13 +78,16 @@ class JoinableHFCache(HFCache):
             if not theirs.is_initialized:  # a layer sharing another's keys and values
                 continue
             index = torch.tensor(rows, dtype=torch.long, device=theirs.keys.device)
-            keys, values = (_pad_front(t.index_select(0, index), after) for t in (theirs.keys, theirs.values))
-            if mine.is_initialized and self.batch:
-                keys = torch.cat([_pad_front(mine.keys, before), keys])
-                values = torch.cat([_pad_front(mine.values, before), values])
+            joining = [t.index_select(0, index) for t in (theirs.keys, theirs.values)]
+            present = [mine.keys, mine.values] if mine.is_initialized and self.batch else [None, None]
+            if not mine.is_initialized:
+                mine.lazy_initialization(*joining)
+            capacity = room_for(n) if isinstance(mine, GrowingLayer) else n
+            keys, values = (_stacked(old, new, before, after, n, capacity) for old, new in zip(present, joining))
+            if isinstance(mine, GrowingLayer):
+                mine.hold(keys, values, n)
             else:
-                mine.lazy_initialization(keys, values)
-            mine.keys, mine.values = keys, values
+                mine.keys, mine.values = keys, values
         self.batch += len(rows)
         self.length = n
         return before, after
@@ -97,17 +102,29 @@ class JoinableHFCache(HFCache):
         self.length -= positions
 
 
-def _pad_front(t: torch.Tensor, positions: int) -> torch.Tensor:
-    """``[B, H, S, D]`` with ``positions`` zero positions in front of S."""
-    return torch.nn.functional.pad(t, (0, 0, positions, 0)) if positions else t
+def _stacked(present: torch.Tensor | None, joining: torch.Tensor, before: int, after: int, filled: int,
+             capacity: int) -> torch.Tensor:
+    """``[B1 + B2, H, capacity, D]``: ``present``'s rows (``before`` zero positions in front) over
+    ``joining``'s (``after`` in front), ``filled`` positions each, the rest room."""
+    B2, H, _, D = joining.shape
+    B1 = 0 if present is None else present.shape[0]
+    out = joining.new_empty(B1 + B2, H, capacity, D)
+    if present is not None:
+        out[:B1, :, :before] = 0
+        out[:B1, :, before:filled] = present
+    out[B1:, :, :after] = 0
+    out[B1:, :, after:filled] = joining
+    return out
 
 
 def joinable(cache) -> bool:
     """Whether a transformers cache is a list of plain dynamic layers (what JoinableHFCache edits)."""
     from transformers.cache_utils import DynamicLayer
 
+    from samplekit.hf.growing_layer import GrowingLayer
+
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in (DynamicLayer, GrowingLayer) for layer in layers)
 
 
 def new_dynamic_cache(config):
@@ -174,9 +191,14 @@ class HFModel(nn.Module):
 
     def new_cache(self, batch_size: int, rows: int | None = None) -> HFCache:
         """An empty ``DynamicCache``: transformers' own, growing as it fills, whatever the batch
-        (``rows``, room for rows joining later, needs no reserving). A JoinableHFCache when every
-        layer is a plain dynamic one (not a sliding window)."""
+        (``rows``, room for rows joining later, needs no reserving); its plain layers are
+        GrowingLayers (samplekit.hf.growing_layer: room for a chunk of positions, not a copy of the
+        cache at every step). A JoinableHFCache when every layer is a plain dynamic one (not a
+        sliding window)."""
+        from samplekit.hf.growing_layer import grow_layers
+
         inner = new_dynamic_cache(self.config)
+        grow_layers(inner)
         return (JoinableHFCache if joinable(inner) else HFCache)(inner, batch_size)
 
     def num_parameters(self) -> int:
