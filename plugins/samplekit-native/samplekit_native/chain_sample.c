@@ -1,10 +1,13 @@
 /* samplekit's top-k candidate strategy (samplekit/strategies/top_k.py) row by row, in three calls,
- * with the arithmetic of its tensor operations (see samplekit_native/__init__.py):
+ * with the arithmetic of its tensor operations (see samplekit_native/__init__.py). Each row r has
+ * its own k, ks[r] (<= width): its candidates are values[r * width ..] and ids[r * width ..], the
+ * first ks[r] of them its own, the rest -inf (weight 0, never drawn); every call reads only a
+ * row's own ks[r].
  *
  * samplekit_candidates: per row, the k + 1 largest scores (a quickselect among the scores of the
  * blocks whose maxima are largest), divided by the row's temperature (a processor before the
  * top-k; 1: none); checks them as the chain does; writes the k largest, in token-id order, to
- * values[r * k ..] and ids[r * k ..]. Returns -1 when every row is ready, 2 * r when row r has a
+ * values[r * width ..] and ids[r * width ..]. Returns -1 when every row is ready, 2 * r when row r has a
  * tie between its k-th and (k+1)-th values (the caller computes that step densely), 2 * r + 1 when
  * row r cannot be sampled: every score is -inf, or a score is NaN or +inf (the caller names the
  * error).
@@ -134,11 +137,11 @@ static int largest(const float *row, int64_t vocab, int64_t n, candidate *out, c
     return 0;
 }
 
-int64_t samplekit_candidates(const float *scores, int64_t rows, int64_t vocab, int64_t row_stride, int64_t k,
-                             const float *temperature, float *values, int64_t *ids, candidate *top_n,
-                             candidate *work, float *block_max) {
-    const int64_t n = k + 1;
+int64_t samplekit_candidates(const float *scores, int64_t rows, int64_t vocab, int64_t row_stride,
+                             const int64_t *ks, int64_t width, const float *temperature, float *values,
+                             int64_t *ids, candidate *top_n, candidate *work, float *block_max) {
     for (int64_t r = 0; r < rows; r++) {
+        const int64_t k = ks[r], n = k + 1;
         if (largest(scores + r * row_stride, vocab, n, top_n, work, block_max)) return 2 * r + 1;
         /* the (k+1)-th largest goes first; the k-th is the smallest of the rest */
         int64_t lowest = 0;
@@ -164,8 +167,12 @@ int64_t samplekit_candidates(const float *scores, int64_t rows, int64_t vocab, i
         sort_by_id(top_n + 1, k); /* the k largest, by token id */
         for (int64_t j = 0; j < k; j++) {
             float v = top_n[1 + j].value;
-            values[r * k + j] = temp != 1.0f ? v / temp : v;
-            ids[r * k + j] = top_n[1 + j].id;
+            values[r * width + j] = temp != 1.0f ? v / temp : v;
+            ids[r * width + j] = top_n[1 + j].id;
+        }
+        for (int64_t j = k; j < width; j++) { /* past the row's own k: weight 0, never drawn */
+            values[r * width + j] = -INFINITY;
+            ids[r * width + j] = top_n[k].id;
         }
     }
     return -1;
@@ -200,10 +207,11 @@ static void top_p(float *v, int64_t k, float cut, float *sorted) {
     }
 }
 
-int64_t samplekit_filter(float *values, int64_t rows, int64_t k, int64_t ops, const int32_t *kinds,
-                         const float *params, float *scratch) {
+int64_t samplekit_filter(float *values, int64_t rows, int64_t width, const int64_t *ks, int64_t ops,
+                         const int32_t *kinds, const float *params, float *scratch) {
     for (int64_t r = 0; r < rows; r++) {
-        float *v = values + r * k;
+        float *v = values + r * width;
+        const int64_t k = ks[r];
         for (int64_t o = 0; o < ops; o++) {
             const float param = params[o * rows + r];
             if (kinds[o] == OP_DIVIDE) {
@@ -230,10 +238,11 @@ int64_t samplekit_filter(float *values, int64_t rows, int64_t k, int64_t ops, co
     return -1;
 }
 
-void samplekit_draw(const float *values, const int64_t *ids, int64_t rows, int64_t k, const float *uniforms,
-                    int64_t u_stride, int64_t *out, float *cdf) {
+void samplekit_draw(const float *values, const int64_t *ids, int64_t rows, int64_t width, const int64_t *ks,
+                    const float *uniforms, int64_t u_stride, int64_t *out, float *cdf) {
     for (int64_t r = 0; r < rows; r++) {
-        const float *v = values + r * k;
+        const float *v = values + r * width;
+        const int64_t k = ks[r];
         float top = v[0];
         for (int64_t j = 1; j < k; j++) top = v[j] > top ? v[j] : top;
         double running = 0.0;
@@ -246,6 +255,150 @@ void samplekit_draw(const float *values, const int64_t *ids, int64_t rows, int64
         if (target >= total) target = nextafterf(total, 0.0f);
         int64_t pos = 0;
         while (pos < k - 1 && !(cdf[pos] > target)) pos++;
-        out[r] = ids[r * k + pos];
+        out[r] = ids[r * width + pos];
     }
+}
+
+/* samplekit_nucleus: a chain without a top-k whose first filter is top-p, over the whole row
+ * without sorting it: per row, the scores divided by the row's temperature (1: none), each one's
+ * weight expf(v - max) and their total in double, then the threshold by mass (nucleus_threshold:
+ * a token is removed when the probability of it and every less probable token is <= cut[r], 1 - p;
+ * ties with the least probable kept value are kept). The kept tokens, in token-id order, go to
+ * values[r * width ..] / ids[r * width ..] (width >= vocab), their count to ks[r]. given[r]: NaN,
+ * find row r's threshold; +inf, row r is done (skip it); else keep row r's values >= given[r].
+ * Returns -1 when every row is ready; -2 when some rows' running sums lie within `margin` of their
+ * cut (float32 rounding of the dense softmax could decide either way), marked ks[r] = -1, for the
+ * caller to decide and call again with their thresholds; 2 * r + 1 when row r cannot be sampled
+ * (all -inf, a NaN or +inf, +inf after dividing). */
+typedef struct {
+    float value;
+    float weight; /* expf(value - the row's maximum) */
+} weighted;
+
+/* The least probable kept value of top-p over a whole row without sorting it: theta, the smallest
+ * value x with mass(v <= x) > cut * total (the first ascending running sum past the cut falls in
+ * x's ties, all kept), found by three-way quickselect on mass among a[0..n) (every value of the
+ * row between two others, `below` the mass of those under them). Returns 0 when mass(v < theta) or
+ * mass(v <= theta) lies within margin * total of the cut (the dense float32 sums could decide
+ * either way). */
+static int nucleus_threshold(weighted *a, int64_t n, double below, double total, double cut, double margin,
+                             float *theta) {
+    const double target = cut * total, near = margin * total; /* below: the mass under every a[i] */
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        float x = a[lo].value, y = a[mid].value, z = a[hi - 1].value;
+        float pivot = x < y ? (y < z ? y : (x < z ? z : x)) : (x < z ? x : (y < z ? z : y));
+        int64_t lt = lo, i = lo, gt = hi;
+        double less = 0.0, equal = 0.0;
+        while (i < gt) {
+            weighted t = a[i];
+            if (t.value < pivot) {
+                less += (double)t.weight;
+                a[i++] = a[lt];
+                a[lt++] = t;
+            } else if (t.value > pivot) {
+                a[i] = a[--gt];
+                a[gt] = t;
+            } else {
+                equal += (double)t.weight;
+                i++;
+            }
+        }
+        if (below + less > target) {
+            hi = lt;
+        } else if (below + less + equal > target) {
+            if (target - (below + less) <= near || below + less + equal - target <= near) return 0;
+            *theta = pivot;
+            return 1;
+        } else {
+            below += less + equal;
+            lo = gt;
+        }
+    }
+    return 0;
+}
+
+#define BUCKETS 1024
+#define BUCKET_SCALE 32.0f /* buckets per unit of logit below the maximum: 32 units in all */
+
+/* v's bucket: monotone in v (a larger value, a bucket no later), equal values in one bucket */
+static inline int64_t bucket(float top, float v) {
+    float d = (top - v) * BUCKET_SCALE;
+    return d < (float)(BUCKETS - 1) ? (int64_t)d : BUCKETS - 1;
+}
+
+int64_t samplekit_nucleus(const float *scores, int64_t rows, int64_t vocab, int64_t row_stride,
+                          const float *temperature, const double *cut, double margin, int64_t width, float *values,
+                          int64_t *ids, int64_t *ks, const float *given, candidate *work, float *divided) {
+    double mass[BUCKETS];
+    int64_t undecided = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = scores + r * row_stride;
+        const float temp = temperature[r];
+        if (given[r] == INFINITY) continue; /* done by an earlier call */
+        if (given[r] == given[r]) { /* the caller's threshold: keep every value at least it */
+            int64_t n = 0;
+            for (int64_t i = 0; i < vocab; i++) {
+                float v = temp != 1.0f ? row[i] / temp : row[i];
+                if (v >= given[r]) {
+                    values[r * width + n] = v;
+                    ids[r * width + n] = i;
+                    n++;
+                }
+            }
+            ks[r] = n;
+            continue;
+        }
+        float most = row[0];
+        int wild = 0;
+        for (int64_t i = 0; i < vocab; i++) {
+            most = row[i] > most ? row[i] : most;
+            wild |= !(row[i] < INFINITY);
+        }
+        if (wild || most == -INFINITY) return 2 * r + 1;
+        const float top = temp != 1.0f ? most / temp : most;
+        if (!(top < INFINITY)) return 2 * r + 1;
+        /* one pass: each value, its weight, the total, and the mass of each bucket of values
+         * (bucket b: top - v in [b, b + 1) / BUCKET_SCALE, the last one everything lower) */
+        double total = 0.0;
+        for (int64_t b = 0; b < BUCKETS; b++) mass[b] = 0.0;
+        for (int64_t i = 0; i < vocab; i++) {
+            float v = temp != 1.0f ? row[i] / temp : row[i];
+            float w = expf(v - top);
+            divided[i] = v;
+            total += (double)w;
+            mass[bucket(top, v)] += (double)w;
+        }
+        /* the bucket where the running sum from the least probable value passes the cut */
+        const double target = cut[r] * total;
+        double below = 0.0;
+        int64_t at = BUCKETS - 1;
+        while (at > 0 && below + mass[at] <= target) below += mass[at--];
+        weighted *some = (weighted *)work;
+        int64_t m = 0;
+        for (int64_t i = 0; i < vocab; i++) {
+            if (bucket(top, divided[i]) == at) {
+                some[m].value = divided[i];
+                some[m].weight = expf(divided[i] - top);
+                m++;
+            }
+        }
+        float theta;
+        if (!nucleus_threshold(some, m, below, total, cut[r], margin, &theta)) {
+            ks[r] = -1; /* too close to call here: the caller finds the threshold */
+            undecided++;
+            continue;
+        }
+        int64_t n = 0;
+        for (int64_t i = 0; i < vocab; i++) {
+            if (divided[i] >= theta) {
+                values[r * width + n] = divided[i];
+                ids[r * width + n] = i;
+                n++;
+            }
+        }
+        ks[r] = n;
+    }
+    return undecided ? -2 : -1;
 }
