@@ -17,6 +17,13 @@ is timed on the useful tokens (each request's own new tokens, up to its limit or
   batches, left-padded, each batch decoding to its longest row's limit (``generate`` takes one
   ``max_new_tokens`` per batch), the same sampling settings; only each request's own tokens count.
 
+With ``compare=("hf-batch",)`` the variants are the scheduler and transformers' own continuous
+batching (samplekit.bench.hf_batch) on the same model and requests, alternated ``repeats`` times
+(medians count), each timed in wall-clock and in CPU seconds (the process's, every thread) and in
+its model's forward passes (forward hooks): a GPTModel runs the scheduler on itself and, as
+``scheduler, transformers model``, on its converted transformers twin, which is also the model
+transformers' continuous batching serves; a Hugging Face model serves all of them.
+
 A benchmark, never a test: the variants run one after the other in one process, and the ratios
 between them are what to quote.
 """
@@ -75,10 +82,13 @@ class EndHazard(Processor):
 
 
 def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: int = 16, seed: int = 0,
-                 compare_hf: bool = True, open_ended: bool = False, progress=None) -> dict[str, Any]:
+                 compare_hf: bool = True, open_ended: bool = False, compare: tuple[str, ...] = (),
+                 repeats: int = 1, progress=None) -> dict[str, Any]:
     """Serve the workload with every variant; a JSON-able dict of tokens/s, requests/s and ratios.
     ``open_ended``: the open-ended workload (ragged_workload, EndHazard before the selector); its
-    static batches can only be sorted by prompt length, and transformers is not compared."""
+    static batches can only be sorted by prompt length, and transformers is not compared.
+    ``compare=("hf-batch",)``: the scheduler against transformers' continuous batching instead
+    (module docstring), ``repeats`` times each."""
     from samplekit.engine import generate, resolve_chain
     from samplekit.protocol import model_context_length, support
     from samplekit.scheduler import Scheduler
@@ -95,19 +105,24 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
         chain = Chain([*logits, EndHazard(eos=eos), selector], checked=chain.checked, source=chain.source)
     for r in work:
         r.chain = chain
-    variants: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
 
-    def timed(name: str, fn) -> None:
+    def timed(name: str, fn, module: torch.nn.Module | None = None) -> None:
         say(f"{name}: {requests} requests, batch {batch}")
-        start = time.perf_counter()
-        tokens, extra = fn()
-        seconds = time.perf_counter() - start
-        variants[name] = {"seconds": seconds, "tokens": tokens, "tokens_per_s": tokens / seconds,
-                          "requests_per_s": requests / seconds, **extra}
+        with ForwardClock(module) as clock:
+            start, cpu = time.perf_counter(), time.process_time()
+            tokens, extra = fn()
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        run = {"seconds": seconds, "cpu_seconds": cpu, "tokens": tokens, "tokens_per_s": tokens / seconds,
+               "requests_per_s": requests / seconds, **extra}
+        if clock.seconds:
+            run["forward_seconds"] = clock.seconds
+            run["forward_ms_per_token"] = 1000 * clock.seconds / tokens
+        runs.setdefault(name, []).append(run)
 
-    def scheduler(invariant: bool):
+    def scheduler(on, invariant: bool):
         def serve():
-            sched = Scheduler(model, tokenizer=tokenizer, max_batch=batch, batch_invariant=invariant)
+            sched = Scheduler(on, tokenizer=tokenizer, max_batch=batch, batch_invariant=invariant)
             results = list(sched.run(_fresh(work)))
             return sum(len(r.samples[0].tokens) for r in results), {"utilisation": sched.utilisation}
         return serve
@@ -124,21 +139,82 @@ def run_workload(model, tokenizer, chain: Any, *, requests: int = 256, batch: in
         return serve
 
     invariant = support(model).batch_invariant
-    timed("scheduler", scheduler(invariant))
-    if invariant:
-        timed("scheduler (plain forward)", scheduler(False))
-    timed("static", static(work))
-    timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
-    if compare_hf and not open_ended and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
-        timed("hf static", lambda: _hf_static(model, work, batch, eos, chain))
-    base = variants["static"]["tokens_per_s"]
-    ratios = {f"{name} / static": v["tokens_per_s"] / base for name, v in variants.items() if name != "static"}
+    if "hf-batch" in compare:
+        from samplekit.bench.hf_batch import hf_continuous_batching
+
+        hf, twin = _transformers_twin(model)
+        base = "hf continuous batching"
+        for _ in range(repeats):
+            timed("scheduler", scheduler(model, invariant), model)
+            if twin is not None:
+                timed("scheduler, transformers model", scheduler(twin, support(twin).batch_invariant), hf)
+            timed(base, lambda: hf_continuous_batching(hf, _fresh(work), batch, eos, chain, seed), hf)
+    else:
+        base = "static"
+        timed("scheduler", scheduler(model, invariant))
+        if invariant:
+            timed("scheduler (plain forward)", scheduler(model, False))
+        timed("static", static(work))
+        timed("static, sorted", static(sorted(work, key=lambda r: (len(r.prompt) + r.max_new_tokens))))
+        if compare_hf and not open_ended and _has_transformers() and (hasattr(model, "trf_blocks") or _is_hf(model)):
+            timed("hf static", lambda: _hf_static(model, work, batch, eos, chain))
+    variants = {name: _median_run(done) for name, done in runs.items()}
+    ratios = {f"{name} / {base}": v["tokens_per_s"] / variants[base]["tokens_per_s"]
+              for name, v in variants.items() if name != base}
+    if base != "static":
+        ratios.update({f"{name} / {base}, cpu": variants[base]["cpu_seconds"] / v["cpu_seconds"]
+                       for name, v in variants.items() if name != base})
     if "hf static" in variants:
         ratios["scheduler / hf static"] = variants["scheduler"]["tokens_per_s"] / variants["hf static"]["tokens_per_s"]
     lengths = [len(r.prompt) for r in work]
     return {"requests": requests, "batch": batch, "workload": "open-ended" if open_ended else "ragged",
-            "chain": [str(p) for p in chain.processors],
+            "chain": [str(p) for p in chain.processors], "base": base, "repeats": len(runs[base]),
+            "threads": torch.get_num_threads(),
             "prompt_tokens_median": statistics.median(lengths), "variants": variants, "ratios": ratios}
+
+
+class ForwardClock:
+    """Seconds spent in ``module``'s forward passes while the block runs (forward hooks; nothing
+    when ``module`` is None)."""
+
+    def __init__(self, module: torch.nn.Module | None):
+        self.module, self.seconds, self._hooks, self._started = module, 0.0, [], []
+
+    def __enter__(self) -> "ForwardClock":
+        if self.module is not None:
+            self._hooks = [self.module.register_forward_pre_hook(lambda *_: self._started.append(time.perf_counter())),
+                           self.module.register_forward_hook(lambda *_: self._stop())]
+        return self
+
+    def _stop(self) -> None:
+        self.seconds += time.perf_counter() - self._started.pop()
+
+    def __exit__(self, *exc) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median wall time, its CPU time the median of the runs' (one run: itself)."""
+    ordered = sorted(runs, key=lambda r: r["seconds"])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen["cpu_seconds"] = statistics.median(r["cpu_seconds"] for r in runs)
+    return chosen
+
+
+def _transformers_twin(model):
+    """(the transformers model, samplekit's HFModel of it or None): a Hugging Face model is its
+    own; a GPTModel is converted (the same weights) and its twin wraps the converted model."""
+    if _is_hf(model):
+        return model.model, None
+    if not _has_transformers() or not hasattr(model, "trf_blocks"):
+        raise ValueError("--compare hf-batch needs transformers (pip install 'samplekit-lm[hf]') and a GPTModel "
+                         "or a Hugging Face model (--model FOLDER)")
+    from samplekit.hf.export import to_hf_gpt2
+    from samplekit.hf.model import HFModel
+
+    hf = to_hf_gpt2(model).eval()
+    return hf, HFModel(hf)
 
 
 def print_workload_report(report: dict[str, Any], console=None) -> None:
@@ -147,18 +223,31 @@ def print_workload_report(report: dict[str, Any], console=None) -> None:
     from rich.table import Table
 
     console = console or Console()
+    base = report.get("base", "static")
     console.print(f"[bold]{report.get('model', 'model')}[/bold]: {report['requests']} requests (median prompt "
                   f"{report['prompt_tokens_median']:.0f} tokens), {report['batch']} rows at a time; chain: "
                   + " -> ".join(report["chain"]))
+    timing = base != "static"  # the hf-batch comparison: CPU and forward time too
+    repeats = f", median of {report['repeats']} runs" if report.get("repeats", 1) > 1 else ""
     table = Table(title=f"{report['workload']} workload (useful tokens: each request's own, up to its limit or "
-                        "end-of-text)")
-    for column in ("variant", "seconds", "tokens/s", "requests/s", "vs static", "slot use"):
+                        f"end-of-text{repeats})" + (f"; speed and CPU efficiency relative to {base}" if timing else ""))
+    columns = ["variant", "wall s", *(["CPU s", "forward ms/token"] if timing else []), "tokens/s",
+               *([] if timing else ["requests/s"]), "speed" if timing else "vs static",
+               *(["CPU efficiency"] if timing else []), "slot use"]
+    for column in columns:
         table.add_column(column, justify="right")
-    base = report["variants"]["static"]["tokens_per_s"]
-    for name, v in report["variants"].items():
+    variants = report["variants"]
+    for name, v in variants.items():
         use = f"{v['utilisation']:.0%}" if "utilisation" in v else ""
-        table.add_row(name, f"{v['seconds']:.1f}", f"{v['tokens_per_s']:.1f}", f"{v['requests_per_s']:.2f}",
-                      f"{v['tokens_per_s'] / base:.2f}x", use)
+        speed = f"{v['tokens_per_s'] / variants[base]['tokens_per_s']:.2f}x"
+        if timing:
+            forward = f"{v['forward_ms_per_token']:.2f}" if "forward_ms_per_token" in v else ""
+            cpu = f"{variants[base]['cpu_seconds'] / v['cpu_seconds']:.2f}x"
+            table.add_row(name, f"{v['seconds']:.1f}", f"{v['cpu_seconds']:.1f}", forward, f"{v['tokens_per_s']:.1f}",
+                          speed, cpu, use)
+        else:
+            table.add_row(name, f"{v['seconds']:.1f}", f"{v['tokens_per_s']:.1f}", f"{v['requests_per_s']:.2f}",
+                          speed, use)
     console.print(table)
     if "scheduler / hf static" in report["ratios"]:
         console.print(f"scheduler / hf static: {report['ratios']['scheduler / hf static']:.2f}x")

@@ -3,6 +3,7 @@ assertions: a benchmark is measured, never tested for speed."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import statistics
@@ -161,7 +162,8 @@ def test_the_ragged_workload_runs_every_variant_on_the_same_requests():
     (["--workload", "ragged", "--option", "schema=x.json"], "--workload ragged takes no --option"),
     (["--option", "schema=x.json"], "name the workload"),
     (["--workload", "ragged", "-b", "1", "-b", "8"], "one --batch-size"),
-    (["--workload", "ragged", "--compare", "hf"], "runs alone"),
+    (["--workload", "ragged", "--compare", "hf"], "--workload ragged takes hf-batch"),
+    (["--workload", "mixed-values", "--compare", "hf-batch"], "--workload mixed-values runs alone"),
 ])
 def test_the_cli_refuses_a_bad_workload_request(args, message):
     from typer.testing import CliRunner
@@ -170,6 +172,34 @@ def test_the_cli_refuses_a_bad_workload_request(args, message):
 
     result = CliRunner().invoke(app, ["bench", "--shape", "tiny", *args])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs the hf extra (transformers)")
+def test_the_ragged_workload_against_transformers_continuous_batching_times_wall_cpu_and_forward():
+    """``--compare hf-batch``: the scheduler (on the GPTModel and on its transformers twin) and
+    transformers' continuous batching serve the same requests; each variant reports wall, CPU and
+    forward seconds, and the ratios are relative to transformers'. transformers runs the chain's
+    equivalent processors (temperature 0.8, top-k 50 for the default chain)."""
+    from typer.testing import CliRunner
+
+    from samplekit.cli import app
+
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny", "--workload", "ragged", "--compare", "hf-batch",
+                                      "--requests", "4", "-b", "2", "--repeats", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    variants = report["variants"]
+    assert set(variants) == {"scheduler", "scheduler, transformers model", "hf continuous batching"}
+    assert report["base"] == "hf continuous batching" and report["repeats"] == 1
+    for v in variants.values():
+        assert v["tokens"] > 0 and v["seconds"] > 0 and v["cpu_seconds"] > 0
+        assert 0 < v["forward_seconds"] <= v["seconds"] and v["forward_ms_per_token"] > 0
+    # the scheduler on the twin and on the GPTModel serve the same seeded rows: the same useful tokens
+    assert variants["scheduler"]["tokens"] == variants["scheduler, transformers model"]["tokens"]
+    hf = variants["hf continuous batching"]
+    assert hf["processors"] == ["TemperatureLogitsWarper", "TopKLogitsWarper"] and hf["hf_settings"]["exact"]
+    assert set(report["ratios"]) == {f"{name} / hf continuous batching{cpu}" for cpu in ("", ", cpu")
+                                     for name in ("scheduler", "scheduler, transformers model")}
 
 
 def test_the_ragged_workload_on_a_missing_checkpoint_names_it():

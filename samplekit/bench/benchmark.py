@@ -20,6 +20,7 @@ class BenchSettings:
     ``model``: a shape name ("tiny", "gpt2-small": random weights), "demo", a checkpoint path or
     a model object; ``config``: the chain (a preset, a config file, a Chain; None: the default);
     ``options``: the ``--option KEY=VALUE`` pairs (only keys the benchmark declares);
+    ``compare``: the ``--compare`` names (only those the benchmark declares);
     ``progress``: a callback for progress lines (no-op by default)."""
 
     model: Any = "demo"
@@ -32,6 +33,7 @@ class BenchSettings:
     device: str = "cpu"
     seed: int = 0
     options: dict[str, str] = field(default_factory=dict)
+    compare: tuple[str, ...] = ()
     progress: Callable[[str], None] = lambda message: None
 
     def load_model(self) -> tuple[Any, str]:
@@ -65,7 +67,8 @@ class Benchmark:
     ``run(settings) -> report``: measures and returns a JSON-able dict (a ValueError is a usage
     error, printed as such); ``show(report, console=None)``: prints the report with rich.
     ``options``: the ``--option`` keys it takes, each with a one-line help. ``batch_sizes``: its
-    default ``--batch-size`` values; ``one_batch_size``: it takes exactly one."""
+    default ``--batch-size`` values; ``one_batch_size``: it takes exactly one. ``compares``: the
+    ``--compare`` names it takes, each with a one-line help (none: it runs alone)."""
 
     name: str
     summary: str
@@ -74,6 +77,7 @@ class Benchmark:
     options: Mapping[str, str] = field(default_factory=dict)
     batch_sizes: tuple[int, ...] = (1, 8)
     one_batch_size: bool = False
+    compares: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME.match(self.name):

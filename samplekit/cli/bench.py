@@ -74,7 +74,8 @@ def bench(
     prompt_tokens: Annotated[int, typer.Option(min=1, help="Prompt length (random token ids).")] = 32,
     new_tokens: Annotated[int, typer.Option("--new-tokens", "-n", min=1, help="Tokens generated per run.")] = 128,
     compare: Annotated[Optional[list[str]], typer.Option(
-        help="Also run 'naive' (a plain loop without a cache) and/or 'hf' (transformers' generate); repeatable.")] = None,
+        help="Also run 'naive' (a plain loop without a cache) and/or 'hf' (transformers' generate); repeatable. "
+             "With --workload ragged: 'hf-batch' (transformers' continuous batching).")] = None,
     repeats: Annotated[int, typer.Option(min=1, max=MAX_REPEATS, help="Interleaved repeats; medians are reported.")] = 3,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     threads: Threads = None,
@@ -104,17 +105,22 @@ def bench(
     if bad:
         raise fail(f"--batch-size {bad[0]}: use a batch size from 1 to {MAX_BATCH}")
     if workload is not None:
-        if compare:
-            raise fail(f"--workload {workload} runs alone, without --compare")
         from samplekit.bench import BenchSettings
         from samplekit.hf.cli import bench_target
 
         chosen = _benchmark(workload, batch_sizes, options or ())
-        target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code),
+        for name in compare or ():
+            if name not in chosen.compares:
+                allowed = ", ".join(f"{k} ({help})" for k, help in chosen.compares.items())
+                raise fail(f"--compare {name!r}: --workload {workload} takes {allowed}" if allowed else
+                           f"--workload {workload} runs alone, without --compare")
+        target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code,
+                                               dtype=_load_dtype(dtype)),
                           dtype, compile_, device, seed)
         settings = BenchSettings(model=target, config=config, batch_sizes=tuple(batch_sizes or chosen.batch_sizes),
                                  prompt_tokens=prompt_tokens, new_tokens=new_tokens, repeats=repeats,
-                                 requests=requests, device=device, seed=seed, options=_pairs(options or ()))
+                                 requests=requests, device=device, seed=seed, options=_pairs(options or ()),
+                                 compare=tuple(compare or ()))
 
         def measure(progress):
             if progress is not None:
@@ -126,7 +132,8 @@ def bench(
         raise fail("--option sets a --workload's settings: name the workload")
     from samplekit.hf.cli import bench_target  # transformers only for a --model folder
 
-    target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code),
+    target = _precise(shape or bench_target(hf_model, model, device, trust_remote_code=trust_remote_code,
+                                               dtype=_load_dtype(dtype)),
                       dtype, compile_, device, seed)
     for line in preview(shape, hf_model or model, sizes, new_tokens, repeats, tuple(compare or ())):
         typer.echo(line, err=True)
@@ -162,6 +169,14 @@ def _precise(target, dtype: str | None, compile_: bool, device: str, seed: int):
     model = use_precision(model, dtype, compile_)
     model.source = f"{name} ({dtype or 'float32'}{', compiled' * compile_})"
     return model
+
+
+def _load_dtype(dtype: str | None):
+    """``--dtype`` as the Hugging Face loader takes it (a ``--model`` folder loads directly in it)."""
+    from samplekit.model.precision import load_dtype, parse_dtype
+
+    parse_dtype(dtype)  # an unknown name fails before the model loads
+    return load_dtype(dtype)
 
 
 def _pairs(options) -> dict[str, str]:
