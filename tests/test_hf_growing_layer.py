@@ -12,6 +12,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from transformers.cache_utils import DynamicCache, DynamicLayer  # noqa: E402
 
+from samplekit.decoding import fill_from_the_end  # noqa: E402
 from samplekit.hf.growing_layer import GrowingLayer, grow_layers  # noqa: E402
 from samplekit.hf.model import JoinableHFCache  # noqa: E402
 
@@ -20,17 +21,19 @@ H, D = 2, 3
 ops = st.lists(st.one_of(
     st.tuples(st.just("update"), st.integers(1, 300)),
     st.tuples(st.just("select"), st.lists(st.integers(0, 3), min_size=1, max_size=4)),
+    st.tuples(st.just("leave"), st.sets(st.integers(0, 5))),
     st.tuples(st.just("crop"), st.integers(1, 5)),
     st.tuples(st.just("assign"), st.integers(0, 3)),
 ), min_size=1, max_size=12)
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops, st.integers(1, 4))
-def test_a_growing_layer_holds_what_a_dynamic_layer_holds_after_any_updates_selects_crops(script, batch):
-    """Invariant: after any sequence of update / batch_select_indices / crop / assignment,
-    GrowingLayer's keys and values (and what update returns) equal DynamicLayer's."""
-    grown, plain = GrowingLayer(), DynamicLayer()
+@given(ops, st.integers(1, 4), st.integers(0, 8))
+def test_a_growing_layer_holds_what_a_dynamic_layer_holds_after_any_updates_selects_crops(script, batch, room):
+    """Invariant: after any sequence of update / batch_select_indices (any rows, or rows leaving
+    as the scheduler fills their holes) / crop / assignment, GrowingLayer's keys and values (and
+    what update returns) equal DynamicLayer's, whatever its row room."""
+    grown, plain = GrowingLayer(room), DynamicLayer()
     gen = torch.Generator().manual_seed(0)
     for op, arg in script:
         if op == "update":
@@ -42,6 +45,13 @@ def test_a_growing_layer_holds_what_a_dynamic_layer_holds_after_any_updates_sele
             grown.batch_select_indices(rows)
             plain.batch_select_indices(rows)
             batch = len(rows)
+        elif op == "leave" and plain.get_seq_length():
+            rows = torch.tensor(fill_from_the_end(batch, {g for g in arg if g < batch}), dtype=torch.long)
+            grown.batch_select_indices(rows)
+            plain.batch_select_indices(rows)
+            batch = len(rows)
+            if not batch:
+                return
         elif op == "crop" and plain.get_seq_length() > arg:
             grown.crop(-arg)
             plain.crop(-arg)
@@ -63,11 +73,25 @@ def test_updates_within_the_room_write_in_place():
     assert layer.keys.data_ptr() == buffer and layer.get_seq_length() == 110
 
 
-def _cache(growing: bool, rows: int, length: int, seed: int) -> JoinableHFCache:
+def test_rows_leaving_and_joining_move_only_their_rows_in_place():
+    """With row room, rows leaving the scheduler's way and rows joining shorter than the cache
+    reuse the buffers (no copy of the rows that stay); the kept rows' values are unchanged."""
+    cache = _cache(True, 4, 6, seed=3, room=8)
+    layer = cache.inner.layers[0]
+    buffer = layer._key_buffer.data_ptr()
+    before = layer.keys.clone()
+    cache.select_rows(torch.tensor(fill_from_the_end(4, {1})))  # rows 0, 3, 2
+    assert layer._key_buffer.data_ptr() == buffer and torch.equal(layer.keys, before[[0, 3, 2]])
+    assert cache.join(_cache(True, 2, 4, seed=4), rows=[0, 1]) == (0, 2)
+    assert layer._key_buffer.data_ptr() == buffer and layer.keys.shape == (5, H, 6, D)
+    assert torch.equal(layer.keys[:3], before[[0, 3, 2]]) and not layer.keys[3:, :, :2].any()
+
+
+def _cache(growing: bool, rows: int, length: int, seed: int, room: int = 0) -> JoinableHFCache:
     inner = DynamicCache()
     inner.layers = [DynamicLayer(), DynamicLayer()]
     if growing:
-        grow_layers(inner)
+        grow_layers(inner, room)
     gen = torch.Generator().manual_seed(seed)
     for layer in inner.layers:
         layer.update(torch.randn(rows, H, length, D, generator=gen), torch.randn(rows, H, length, D, generator=gen))

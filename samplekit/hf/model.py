@@ -69,7 +69,7 @@ class JoinableHFCache(HFCache):
         """Append ``other``'s rows (default all; repeats allowed) after this cache's, right-aligned:
         the shorter side gets zero positions in front (masked out). Returns the positions added
         in front of the rows already here and in front of the joining rows (KVCache.join)."""
-        from samplekit.hf.growing_layer import GrowingLayer, room_for
+        from samplekit.hf.growing_layer import GrowingLayer, stacked_rows
 
         rows = list(range(other.batch)) if rows is None else rows
         n = max(self.length, other.length)
@@ -79,15 +79,13 @@ class JoinableHFCache(HFCache):
                 continue
             index = torch.tensor(rows, dtype=torch.long, device=theirs.keys.device)
             joining = [t.index_select(0, index) for t in (theirs.keys, theirs.values)]
-            present = [mine.keys, mine.values] if mine.is_initialized and self.batch else [None, None]
             if not mine.is_initialized:
                 mine.lazy_initialization(*joining)
-            capacity = room_for(n) if isinstance(mine, GrowingLayer) else n
-            keys, values = (_stacked(old, new, before, after, n, capacity) for old, new in zip(present, joining))
-            if isinstance(mine, GrowingLayer):
-                mine.hold(keys, values, n)
-            else:
-                mine.keys, mine.values = keys, values
+            if isinstance(mine, GrowingLayer):  # in place when it has the room
+                mine.join_rows(*joining, before, after, n)
+                continue
+            present = [mine.keys, mine.values] if self.batch else [None, None]
+            mine.keys, mine.values = (stacked_rows(old, new, before, after, n) for old, new in zip(present, joining))
         self.batch += len(rows)
         self.length = n
         return before, after
@@ -100,21 +98,6 @@ class JoinableHFCache(HFCache):
             if layer.is_initialized:
                 layer.keys, layer.values = layer.keys[:, :, positions:], layer.values[:, :, positions:]
         self.length -= positions
-
-
-def _stacked(present: torch.Tensor | None, joining: torch.Tensor, before: int, after: int, filled: int,
-             capacity: int) -> torch.Tensor:
-    """``[B1 + B2, H, capacity, D]``: ``present``'s rows (``before`` zero positions in front) over
-    ``joining``'s (``after`` in front), ``filled`` positions each, the rest room."""
-    B2, H, _, D = joining.shape
-    B1 = 0 if present is None else present.shape[0]
-    out = joining.new_empty(B1 + B2, H, capacity, D)
-    if present is not None:
-        out[:B1, :, :before] = 0
-        out[:B1, :, before:filled] = present
-    out[B1:, :, :after] = 0
-    out[B1:, :, after:filled] = joining
-    return out
 
 
 def joinable(cache) -> bool:
@@ -198,7 +181,7 @@ class HFModel(nn.Module):
         from samplekit.hf.growing_layer import grow_layers
 
         inner = new_dynamic_cache(self.config)
-        grow_layers(inner)
+        grow_layers(inner, rows or 0)
         return (JoinableHFCache if joinable(inner) else HFCache)(inner, batch_size)
 
     def num_parameters(self) -> int:
