@@ -194,7 +194,8 @@ def test_the_candidate_strategy_chooses_the_tokens_of_the_dense_path(demo):
     fast = Chain([registry.create(n, p) for n, p in specs])
     dense = Chain([registry.create(n, p) for n, p in specs], fast_paths=False)
     strategy = fast.start(1, tokenizer=enc).strategy
-    assert strategy.name == "top-k candidates" and [p.name for p, _ in strategy.dense] == ["json_schema"]
+    tensors = getattr(strategy, "tensors", strategy)  # samplekit-native's kernel wraps the tensor strategy
+    assert strategy.name.startswith("top-k candidates") and [p.name for p, _ in tensors.dense] == ["json_schema"]
     prompts = [enc.encode(p) for p in PROMPTS]
     a = generate(model, prompts, chain=fast, max_new_tokens=40, tokenizer=enc, seed=[1, 2, 3])
     b = generate(model, prompts, chain=dense, max_new_tokens=40, tokenizer=enc, seed=[1, 2, 3])
