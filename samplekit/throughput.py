@@ -275,7 +275,7 @@ def _hf_static(model, work: list[Request], batch: int, eos: int | None, chain: C
     chain's equivalent settings (or the nearest: samplekit.bench.hf_settings, in the result)."""
     from transformers import GenerationConfig
 
-    from samplekit.bench.hf_settings import hf_settings
+    from samplekit.bench.hf_settings import NEUTRAL, hf_settings
     from samplekit.hf.export import to_hf_gpt2
 
     settings = hf_settings(chain)
@@ -286,7 +286,7 @@ def _hf_static(model, work: list[Request], batch: int, eos: int | None, chain: C
         group = work[i:i + batch]
         ids, mask = left_padded([r.prompt for r in group])
         width = ids.shape[1]
-        config = GenerationConfig(**{"temperature": 1.0, "top_k": 0, "top_p": 1.0, **settings.kwargs}, pad_token_id=0,
+        config = GenerationConfig(**{**NEUTRAL, **settings.kwargs}, pad_token_id=0,
                                   max_new_tokens=max(r.max_new_tokens for r in group), eos_token_id=eos,
                                   bos_token_id=None)
         torch.manual_seed(group[0].seed)

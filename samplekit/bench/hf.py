@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from samplekit.bench.hf_settings import HFSettings
+from samplekit.bench.hf_settings import NEUTRAL, HFSettings
 from samplekit.bench.loops import chain_alone
 from samplekit.bench.timing import timed
 from samplekit.chain import Chain
@@ -20,8 +20,6 @@ __all__ = ["HF_CHAIN_ROWS", "HF_CHAIN_VOCAB", "bench_chain_vs_hf", "has_transfor
            "hf_generate", "hf_processor_list", "hf_processors_select"]
 
 HF_CHAIN_ROWS, HF_CHAIN_VOCAB = 32, 50257
-# generate's warpers switched off unless set (a model's generation config may set them)
-_NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 def has_transformers() -> bool:
@@ -49,7 +47,7 @@ def hf_generate(hf, prompts: torch.Tensor, new_tokens: int, settings: HFSettings
     from transformers import GenerationConfig
 
     chosen = settings.kwargs if settings is not None else {"do_sample": True, "temperature": 0.8, "top_k": 50}
-    config = GenerationConfig(**{**_NEUTRAL, **chosen, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens,
+    config = GenerationConfig(**{**NEUTRAL, **chosen, "max_new_tokens": new_tokens, "min_new_tokens": new_tokens,
                                  "pad_token_id": 0, "eos_token_id": None, "bos_token_id": None})
     with torch.inference_mode():
         return hf.generate(prompts, attention_mask=torch.ones_like(prompts), generation_config=config)

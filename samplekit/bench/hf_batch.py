@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from samplekit.bench.hf_settings import hf_settings
+from samplekit.bench.hf_settings import NEUTRAL, hf_settings
 from samplekit.chain import Chain
 from samplekit.requests import Request
 
@@ -26,7 +26,6 @@ __all__ = ["PAGE_SIZE", "PREFILL_TOKENS", "has_continuous_batching", "hf_continu
 
 PAGE_SIZE = 64  # positions per page of transformers' paged cache
 PREFILL_TOKENS = 512  # max_batch_tokens: the most tokens (prompt chunks + decoding rows) in one forward
-_NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 
 def has_continuous_batching(hf) -> bool:
@@ -45,7 +44,7 @@ def hf_continuous_batching(hf, work: list[Request], batch: int, eos: int | None,
     settings = hf_settings(chain)
     longest = max(len(r.prompt) + r.max_new_tokens for r in work)
     pages = batch * (math.ceil(longest / PAGE_SIZE) + 1)
-    generation = GenerationConfig(**{**_NEUTRAL, **settings.kwargs}, max_new_tokens=max(r.max_new_tokens for r in work),
+    generation = GenerationConfig(**{**NEUTRAL, **settings.kwargs}, max_new_tokens=max(r.max_new_tokens for r in work),
                                   eos_token_id=eos if eos is not None else -1, pad_token_id=0, bos_token_id=None)
     config = ContinuousBatchingConfig(max_requests_per_batch=batch, num_blocks=pages, page_size=PAGE_SIZE,
                                       max_batch_tokens=PREFILL_TOKENS, seed=seed)

@@ -18,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["HFSettings", "hf_settings"]
+__all__ = ["NEUTRAL", "HFSettings", "hf_settings"]
+
+# generate's warpers switched off unless a chain sets them (a model's generation config may set them)
+NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0}
 
 # generate's own order (transformers 5: _get_logits_processor): processors, then warpers.
 _PROCESSORS = ("logit_bias", "repetition_penalty", "no_repeat_ngram", "banned_tokens", "min_new_tokens")

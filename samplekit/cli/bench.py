@@ -173,9 +173,10 @@ def _precise(target, dtype: str | None, compile_: bool, device: str, seed: int):
 
 def _load_dtype(dtype: str | None):
     """``--dtype`` as the Hugging Face loader takes it (a ``--model`` folder loads directly in it)."""
-    from samplekit.model.precision import load_dtype, parse_dtype
+    from samplekit.cli.models import check_dtype
+    from samplekit.model.precision import load_dtype
 
-    parse_dtype(dtype)  # an unknown name fails before the model loads
+    check_dtype(dtype)  # an unknown name fails before the model loads
     return load_dtype(dtype)
 
 

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from samplekit.cli.inputs import read_prompt, unescape
-from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, one_of, use_precision, use_threads
+from samplekit.cli.options import Compile, Dtype, Threads, TrustRemoteCode, one_of, use_threads
 from samplekit.errors import ConfigError
 from samplekit.overrides import apply_sets, build_config, parse_set  # noqa: F401 - the CLI's, and re-exported
 
@@ -79,15 +79,14 @@ def generate(
     chain = cfg.build_chain()
     check_seed_rows(cfg.run["seed"], num_samples)
 
-    from samplekit.cli.models import check_dtype, load_command_model
+    from samplekit.cli.models import load_command_model
     from samplekit.lint import lint_chain
     from samplekit.model.tokenizer import encode_prompt
 
     use_threads(threads)
-    check_dtype(dtype)  # an unknown name fails before the model loads
-    model, enc, info = load_command_model(checkpoint, device, dtype=dtype, compile=compile_,
-                                          model_folder=model_folder, tokenizer=tokenizer,
-                                          trust_remote_code=trust_remote_code)
+    # an unknown --dtype fails before the model loads
+    model, enc, info = load_command_model(checkpoint, device, dtype=dtype, compile=compile_, model_folder=model_folder,
+                                          tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     if config or set_:  # the built-in default chain plus flags is ours: no lint noise for it
         for warning in lint_chain(chain, vocab_size=info.config.vocab_size):
             typer.echo(f"warning: {warning}", err=True)

@@ -29,6 +29,22 @@ def room_for(positions: int) -> int:
     return positions + max(GROWTH, positions // 2)
 
 
+def _filled_view(slot: int) -> property:
+    """The keys (``slot`` 0) or values (1): a view of the filled part of the buffer. Assigning a
+    tensor makes it the buffer, exactly filled (each side keeps its own shape, whichever order
+    transformers assigns them in)."""
+    name = ("_key_buffer", "_value_buffer")[slot]
+
+    def get(self) -> torch.Tensor | None:
+        return _filled_part(getattr(self, name), self._shape[slot])
+
+    def set(self, tensor: torch.Tensor | None) -> None:
+        setattr(self, name, tensor)
+        self._shape[slot] = _shape(tensor)
+
+    return property(get, set)
+
+
 class GrowingLayer(DynamicLayer):
     """A ``DynamicLayer`` whose keys and values ``[B, H, S, D]`` are views of buffers with room
     (``rows``: the rows to make room for)."""
@@ -39,21 +55,8 @@ class GrowingLayer(DynamicLayer):
         self._shape = [(0, 0), (0, 0)]  # (rows, positions) filled in the key and in the value buffer
         super().__init__(**kwargs)
 
-    @property
-    def keys(self) -> torch.Tensor | None:
-        return _filled_part(self._key_buffer, self._shape[0])
-
-    @keys.setter
-    def keys(self, tensor: torch.Tensor | None) -> None:
-        self._key_buffer, self._shape[0] = tensor, _shape(tensor)
-
-    @property
-    def values(self) -> torch.Tensor | None:
-        return _filled_part(self._value_buffer, self._shape[1])
-
-    @values.setter
-    def values(self, tensor: torch.Tensor | None) -> None:
-        self._value_buffer, self._shape[1] = tensor, _shape(tensor)
+    keys = _filled_view(0)
+    values = _filled_view(1)
 
     def _hold(self, keys: torch.Tensor, values: torch.Tensor, rows: int, filled: int) -> None:
         self._key_buffer, self._value_buffer = keys, values
